@@ -1,0 +1,50 @@
+# STEDI balance-risk pipeline. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MVN := mvn -q -B -Dstyle.color=never -f jvm/pom.xml
+SPARK_JARS := build/jars/spark/.stamp
+KAFKA_JARS := build/jars/kafka/.stamp
+VENV_STAMP := $(VENV)/.stamp
+SYSTEM_STAMP := build/.system-deps
+
+.PHONY: help install run up down clean test unit lint bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+install: $(SYSTEM_STAMP) $(VENV_STAMP) $(SPARK_JARS) $(KAFKA_JARS) ## install everything (idempotent)
+
+$(SYSTEM_STAMP): bin/system-deps
+	@bin/system-deps
+	@mkdir -p build && touch $@
+
+$(VENV_STAMP): pyproject.toml
+	@echo ">> Python environment in $(VENV)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test,dev]'
+	@touch $@
+
+$(SPARK_JARS): jvm/pom.xml
+	@echo ">> Spark's Kafka connector (Maven) into build/jars/spark"
+	@rm -rf build/jars/spark
+	@$(MVN) -P spark dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/build/jars/spark
+	@touch $@
+
+$(KAFKA_JARS): jvm/pom.xml
+	@echo ">> Apache Kafka broker (Maven) into build/jars/kafka"
+	@rm -rf build/jars/kafka
+	@$(MVN) -P kafka dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/build/jars/kafka
+	@touch $@
+
+test: install ## run every test (unit, integration on a real Kafka and Redis)
+	@$(PY) -m pytest
+
+unit: install ## run the unit tests only (static micro-batches, no services)
+	@$(PY) -m pytest tests/unit
+
+lint: install ## ruff
+	@$(VENV)/bin/ruff check .

@@ -1,0 +1,59 @@
+"""Every setting of the pipeline, read from the environment in one place.
+
+Standard library only: the Spark entry scripts import this module.
+The same variable names apply in local mode and in Docker.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not an integer") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the jobs, the Redis source and the app read; defaults match DESIGN.md."""
+
+    kafka_bootstrap_servers: str = field(
+        default_factory=lambda: _env("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
+    )
+    redis_host: str = field(default_factory=lambda: _env("REDIS_HOST", "localhost"))
+    redis_port: int = field(default_factory=lambda: _env_int("REDIS_PORT", 6379))
+    redis_topic: str = field(default_factory=lambda: _env("STEDI_REDIS_TOPIC", "redis-server"))
+    events_topic: str = field(default_factory=lambda: _env("STEDI_EVENTS_TOPIC", "stedi-events"))
+    risk_topic: str = field(default_factory=lambda: _env("KAFKA_RISK_TOPIC", "customer-risk"))
+    dead_letter_topic: str = field(
+        default_factory=lambda: _env("STEDI_DEAD_LETTER_TOPIC", "stedi-dead-letter")
+    )
+    checkpoint_dir: str = field(
+        default_factory=lambda: _env("STEDI_CHECKPOINT_DIR", os.path.abspath("build/checkpoints"))
+    )
+    starting_offsets: str = field(
+        default_factory=lambda: _env("STEDI_STARTING_OFFSETS", "earliest")
+    )
+    # How long a customer stays joinable after it was written to Redis (a Spark interval).
+    customer_ttl: str = field(default_factory=lambda: _env("STEDI_CUSTOMER_TTL", "7 days"))
+    # How long a risk score waits for a customer that has not arrived yet.
+    risk_wait: str = field(default_factory=lambda: _env("STEDI_RISK_WAIT", "1 hour"))
+    # Few partitions: STEDI's volume is small and each one is a state store instance.
+    shuffle_partitions: int = field(default_factory=lambda: _env_int("STEDI_SHUFFLE_PARTITIONS", 4))
+    trigger_interval: str = field(
+        default_factory=lambda: _env("STEDI_TRIGGER_INTERVAL", "5 seconds")
+    )
+
+    def checkpoint(self, query_name: str) -> str:
+        """One checkpoint folder per query, so each restarts where it stopped."""
+        return os.path.join(self.checkpoint_dir, query_name)
