@@ -11,7 +11,7 @@ KAFKA_JARS := build/jars/kafka/.stamp
 VENV_STAMP := $(VENV)/.stamp
 SYSTEM_STAMP := build/.system-deps
 
-.PHONY: help install run up down clean test unit lint bench
+.PHONY: help install run up down status clean test unit lint bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -48,3 +48,19 @@ unit: install ## run the unit tests only (static micro-batches, no services)
 
 lint: install ## ruff
 	@$(VENV)/bin/ruff check .
+
+up: install ## start Kafka, Redis and the Redis source in the background (returns once they answer)
+	@$(PY) -m stedi.stack up
+
+down: ## stop what `make up` started (data is kept)
+	@test -x $(PY) && $(PY) -m stedi.stack down || true
+
+status: ## show the local stack's processes and logs
+	@$(PY) -m stedi.stack status
+
+clean: down ## stop the stack and delete its data and the checkpoints
+	@rm -rf build/stack build/checkpoints
+	@echo "   removed build/stack and build/checkpoints"
+
+run: install ## run the whole pipeline in the foreground (Ctrl-C stops what it started)
+	@$(PY) -m stedi.stack run

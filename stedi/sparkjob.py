@@ -6,6 +6,7 @@ pyspark and the standard library only (see stedi/__init__.py).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -127,7 +128,7 @@ class ProgressPrinter(StreamingQueryListener):
         print(f"[{event.name}] started (id {event.id})", file=sys.stderr, flush=True)
 
     def onQueryProgress(self, event) -> None:
-        print(progress_line(event.progress.jsonValue()), file=sys.stderr, flush=True)
+        print(progress_line(json.loads(event.progress.json)), file=sys.stderr, flush=True)
 
     def onQueryIdle(self, event) -> None:
         pass

@@ -1,0 +1,3 @@
+from stedi.redis_source.publisher import main
+
+main()

@@ -1,0 +1,110 @@
+"""`make run`: the whole pipeline in the foreground; Ctrl-C stops all it started.
+
+Starts the local stack when it is not up, then the three Spark jobs through
+their submit wrappers, each logging to build/stack/logs/<job>.log, and follows
+those logs in the terminal with a prefix per job.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stedi.config import Settings
+from stedi.stack import services
+
+JOBS = {
+    "customers": "submit-redis.sh",
+    "risk": "submit-event.sh",
+    "join": "submit-join.sh",
+}
+NOISE = (" WARN ", "WARNING: Using incubator modules")
+
+
+class Follower:
+    """Prints the new lines of a log file with a prefix (a small `tail -f`)."""
+
+    def __init__(self, prefix: str, path: Path):
+        self.prefix, self.path, self.position = prefix, path, 0
+
+    def poll(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.position)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        complete = data.rfind(b"\n") + 1
+        self.position += complete
+        for line in data[:complete].decode(errors="replace").splitlines():
+            if line.strip() and not any(n in line for n in NOISE):
+                print(f"{self.prefix:>10} | {line}", flush=True)
+
+
+def start_job(name: str, wrapper: str) -> subprocess.Popen:
+    log_path = services.log_path(name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [str(services.ROOT / wrapper)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=services.ROOT,
+            start_new_session=True,  # own process group: the JVM and Python workers stop with it
+        )
+
+
+def stop_job(proc: subprocess.Popen, timeout: float = 30) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def run(settings: Settings, extra: dict[str, list[str]] | None = None) -> int:
+    started_stack = not services.is_up()
+    if started_stack:
+        services.up(settings)
+    jobs: dict[str, subprocess.Popen] = {}
+    interrupted = False
+
+    def on_signal(*_):
+        nonlocal interrupted
+        interrupted = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        followers = []
+        for name, wrapper in JOBS.items():
+            log_path = services.log_path(name)
+            followers.append(Follower(name, log_path))
+            followers[-1].position = log_path.stat().st_size if log_path.exists() else 0
+            jobs[name] = start_job(name, wrapper)
+            print(f">> {name}: {wrapper} (pid {jobs[name].pid}), log {log_path}", flush=True)
+        print(">> running; Ctrl-C stops everything this command started", flush=True)
+        while not interrupted:
+            for follower in followers:
+                follower.poll()
+            for name, proc in jobs.items():
+                if proc.poll() is not None:
+                    print(f"!! {name} exited with {proc.returncode}: see its log", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        print(">> stopping", flush=True)
+        for name, proc in jobs.items():
+            stop_job(proc)
+            print(f"   stopped {name}", flush=True)
+        if started_stack:
+            services.down()
