@@ -146,3 +146,14 @@ def test_bad_records_beside_good_ones_do_not_stop_the_stream(streaming_join):
     )
     assert [v["score"] for _, v in streaming_join.output()] == [2.0]
     assert streaming_join.query.isActive
+
+
+def test_progress_line_reports_rows_rate_duration_and_state_rows(streaming_join):
+    from stedi.sparkjob import progress_line
+
+    streaming_join.append("redis-server", [customer_record(SANTOSH)], T0)
+    streaming_join.output()
+    line = progress_line(streaming_join.query.lastProgress)
+    assert line.startswith("[customer_risk_test] batch ")
+    assert "1 rows in" in line and "rows/s" in line and " ms" in line
+    assert line.endswith(" state rows") and ", 0 state rows" not in line

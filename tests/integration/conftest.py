@@ -1,0 +1,105 @@
+"""Integration fixtures: the real local stack (Kafka, Redis, the Redis source).
+
+The stack `make up` started is used as it is; when it is not up, the session
+starts it and stops it at the end. A stack that cannot start fails the tests:
+they never skip.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import redis
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+
+from stedi.config import Settings
+from stedi.stack import services
+
+
+@pytest.fixture(scope="session")
+def stack():
+    settings = Settings()
+    started = not services.is_up()
+    if started:
+        services.up(settings)
+    yield settings
+    if started:
+        services.down()
+
+
+@pytest.fixture
+def redis_client(stack):
+    client = redis.Redis(host=stack.redis_host, port=stack.redis_port)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def unique():
+    """A short unique word for topic names and Redis keys of one test."""
+    return uuid.uuid4().hex[:10]
+
+
+def create_topics(settings: Settings, *names: str) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    try:
+        admin.create_topics([NewTopic(n, 1, 1) for n in names])
+    finally:
+        admin.close()
+
+
+def produce(settings: Settings, topic: str, values: list[str], key: bytes | None = None) -> None:
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    for value in values:
+        producer.send(topic, key=key, value=value.encode("utf-8"))
+    producer.flush()
+    producer.close()
+
+
+class TopicReader:
+    """Reads a topic from the position it had when the reader was made."""
+
+    def __init__(self, settings: Settings, topic: str):
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        self.tp = TopicPartition(topic, 0)
+        self.consumer.assign([self.tp])
+        self.consumer.seek_to_end(self.tp)
+        self.consumer.position(self.tp)
+
+    def read(self, until, timeout: float = 30.0) -> list:
+        """Records read until `until(records)` is true or `timeout` passes."""
+        records, deadline = [], time.monotonic() + timeout
+        while time.monotonic() < deadline and not until(records):
+            for batch in self.consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+
+    def read_quietly(self, seconds: float) -> list:
+        """Every record that arrives within `seconds` (to prove nothing more comes)."""
+        return self.read(lambda _: False, timeout=seconds)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def read_all(settings: Settings, topic: str, expected: int, timeout: float = 30.0) -> list:
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    records, deadline = [], time.monotonic() + timeout
+    while len(records) < expected and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=500).values():
+            records.extend(batch)
+    consumer.close()
+    return records
