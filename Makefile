@@ -10,13 +10,14 @@ SPARK_JARS := build/jars/spark/.stamp
 KAFKA_JARS := build/jars/kafka/.stamp
 VENV_STAMP := $(VENV)/.stamp
 SYSTEM_STAMP := build/.system-deps
+NODE_STAMP := node_modules/.stamp
 
 .PHONY: help install run up down status clean test unit lint bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-install: $(SYSTEM_STAMP) $(VENV_STAMP) $(SPARK_JARS) $(KAFKA_JARS) ## install everything (idempotent)
+install: $(SYSTEM_STAMP) $(VENV_STAMP) $(SPARK_JARS) $(KAFKA_JARS) $(NODE_STAMP) ## install everything (idempotent)
 
 $(SYSTEM_STAMP): bin/system-deps
 	@bin/system-deps
@@ -26,6 +27,11 @@ $(VENV_STAMP): pyproject.toml
 	@echo ">> Python environment in $(VENV)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test,dev]'
+	@touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	@echo ">> browser assets (npm) into node_modules"
+	@npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 $(SPARK_JARS): jvm/pom.xml

@@ -54,6 +54,14 @@ class Settings:
         default_factory=lambda: _env("STEDI_TRIGGER_INTERVAL", "5 seconds")
     )
 
+    # The STEDI app.
+    app_port: int = field(default_factory=lambda: _env_int("STEDI_APP_PORT", 4567))
+    simulate: bool = field(default_factory=lambda: _env("STEDI_SIMULATE", "0") == "1")
+    sim_speed: float = field(default_factory=lambda: float(_env("STEDI_SIM_SPEED", "1")))
+    session_seconds: int = field(
+        default_factory=lambda: _env_int("STEDI_SESSION_SECONDS", 8 * 3600)
+    )
+
     def checkpoint(self, query_name: str) -> str:
         """One checkpoint folder per query, so each restarts where it stopped."""
         return os.path.join(self.checkpoint_dir, query_name)

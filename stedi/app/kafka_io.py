@@ -1,0 +1,142 @@
+"""The app's Kafka side: risk scores out to `stedi-events`, joined records in for the graph.
+
+Both survive Kafka being down: scores wait in a bounded outbox and are retried,
+the graph's consumer reconnects by itself, and `status` says what is wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import threading
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
+
+log = logging.getLogger("stedi.app.kafka")
+GRAPH_ROUND = 30  # the graph resets after this many points (one round of simulated customers)
+OUTBOX_LIMIT = 100_000
+
+
+class RiskPublisher:
+    """Publishes risk scores; keeps them in order in an outbox while Kafka is unavailable."""
+
+    def __init__(self, bootstrap_servers: str, topic: str):
+        self.bootstrap_servers, self.topic = bootstrap_servers, topic
+        self.outbox: collections.deque[tuple[bytes, bytes]] = collections.deque(maxlen=OUTBOX_LIMIT)
+        self.producer: KafkaProducer | None = None
+        self.error: str | None = None
+        self.wakeup = asyncio.Event()
+
+    def publish(self, key: bytes, value: bytes) -> None:
+        self.outbox.append((key, value))
+        self.wakeup.set()
+
+    def _flush_outbox(self) -> None:
+        if self.producer is None:
+            self.producer = KafkaProducer(
+                bootstrap_servers=self.bootstrap_servers,
+                acks="all",
+                enable_idempotence=True,
+                max_block_ms=5000,
+            )
+        while self.outbox:
+            key, value = self.outbox[0]
+            self.producer.send(self.topic, key=key, value=value).get(timeout=10)
+            self.outbox.popleft()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self._flush_outbox)
+                self.error = None
+                self.wakeup.clear()
+                await self.wakeup.wait()
+            except (KafkaError, OSError) as exc:
+                waiting = len(self.outbox)
+                self.error = f"Kafka unavailable ({type(exc).__name__}); {waiting} scores waiting"
+                log.warning("%s: retrying in 5 s", self.error)
+                if self.producer is not None:
+                    await asyncio.to_thread(self.producer.close, 1)
+                    self.producer = None
+                await asyncio.sleep(5)
+
+    def close(self) -> None:
+        if self.producer is not None:
+            self.producer.close(timeout=5)
+
+
+class RiskFeed:
+    """Reads the output topic in a thread and fans the points out to the graph's streams."""
+
+    def __init__(self, bootstrap_servers: str, topic: str):
+        self.bootstrap_servers, self.topic = bootstrap_servers, topic
+        self.points: list[dict] = []  # the current round, for streams that join late
+        self.subscribers: set[asyncio.Queue] = set()
+        self.error: str | None = None
+        self.stop_event = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        threading.Thread(target=self._consume, name="risk-feed", daemon=True).start()
+
+    def subscribe(self) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue(maxsize=1000)
+        self.subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue) -> None:
+        self.subscribers.discard(queue)
+
+    def _deliver(self, point: dict) -> None:
+        """On the event loop: keep the round, reset it after GRAPH_ROUND points, fan out."""
+        if len(self.points) >= GRAPH_ROUND:
+            self.points = []
+        self.points.append(point)
+        for queue in list(self.subscribers):
+            if queue.full():
+                self.subscribers.discard(queue)  # a stalled browser: it reconnects
+            else:
+                queue.put_nowait(point)
+
+    @staticmethod
+    def parse(value: bytes | None) -> dict | None:
+        """A graph point from an output record, or None for a record without both fields."""
+        try:
+            record = json.loads(value)
+            point = {"birthYear": int(record["birthYear"]), "score": float(record["score"])}
+        except (TypeError, ValueError, KeyError):
+            return None
+        return point
+
+    def _consume(self) -> None:
+        while not self.stop_event.is_set():
+            consumer = None
+            try:
+                consumer = KafkaConsumer(
+                    self.topic,
+                    bootstrap_servers=self.bootstrap_servers,
+                    group_id=None,
+                    auto_offset_reset="latest",
+                    enable_auto_commit=False,
+                )
+                self.error = None
+                while not self.stop_event.is_set():
+                    for records in consumer.poll(timeout_ms=500).values():
+                        for record in records:
+                            point = self.parse(record.value)
+                            if point is not None:
+                                self.loop.call_soon_threadsafe(self._deliver, point)
+            except (KafkaError, OSError) as exc:
+                self.error = f"graph feed: Kafka unavailable ({type(exc).__name__})"
+                log.warning("%s: retrying in 5 s", self.error)
+                self.stop_event.wait(5)
+            finally:
+                if consumer is not None:
+                    consumer.close()
+
+    def close(self) -> None:
+        self.stop_event.set()

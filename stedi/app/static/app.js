@@ -1,0 +1,31 @@
+// Shared by every page: the CSRF header for API calls and the service status banner.
+"use strict";
+
+const CSRF = document.querySelector('meta[name="csrf-token"]').content;
+
+async function api(path, body) {
+  const options = body === undefined ? {} : {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
+    body: JSON.stringify(body),
+  };
+  const response = await fetch(path, options);
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
+  return data;
+}
+
+async function refreshStatus() {
+  const banner = document.getElementById("service-status");
+  try {
+    const response = await fetch("/health");
+    const data = await response.json();
+    banner.textContent = data.problems.join(" · ");
+    banner.hidden = data.problems.length === 0;
+  } catch (error) {
+    banner.textContent = "The STEDI app is not answering; retrying…";
+    banner.hidden = false;
+  }
+}
+refreshStatus();
+setInterval(refreshStatus, 5000);

@@ -1,0 +1,56 @@
+// The live risk graph: Server-Sent Events from the app's consumer of the output topic.
+"use strict";
+
+const canvas = document.getElementById("risk-chart");
+const ROUND = Number(canvas.dataset.round);
+const tableBody = document.querySelector("#points tbody");
+const streamState = document.getElementById("stream-state");
+
+const chart = new Chart(canvas, {
+  type: "scatter",
+  data: { datasets: [{ label: "risk score", data: [], backgroundColor: "#1f77b4", pointRadius: 5 }] },
+  options: {
+    animation: false,
+    plugins: {
+      title: { display: true, text: document.getElementById("graph-title").textContent },
+      legend: { display: false },
+    },
+    scales: {
+      x: { title: { display: true, text: "birth year" }, ticks: { precision: 0 } },
+      y: { title: { display: true, text: "risk score" } },
+    },
+  },
+});
+
+function addPoint(point) {
+  const points = chart.data.datasets[0].data;
+  if (points.length >= ROUND) {  // one round of simulated customers: start over
+    points.length = 0;
+    tableBody.replaceChildren();
+  }
+  points.push({ x: point.birthYear, y: point.score });
+  const row = tableBody.insertRow();
+  row.insertCell().textContent = String(point.birthYear);
+  row.insertCell().textContent = String(point.score);
+}
+
+function connect() {
+  const source = new EventSource("/api/risk-stream");
+  source.addEventListener("open", () => { streamState.textContent = "live"; });
+  source.addEventListener("round", (event) => {
+    chart.data.datasets[0].data.length = 0;
+    tableBody.replaceChildren();
+    JSON.parse(event.data).forEach(addPoint);
+    chart.update();
+  });
+  source.addEventListener("point", (event) => {
+    addPoint(JSON.parse(event.data));
+    chart.update();
+  });
+  source.addEventListener("error", () => {
+    // EventSource retries by itself; after a hard failure (e.g. logged out) start a new one.
+    streamState.textContent = "reconnecting…";
+    if (source.readyState === EventSource.CLOSED) setTimeout(connect, 3000);
+  });
+}
+connect();

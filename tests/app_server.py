@@ -1,0 +1,54 @@
+"""Runs the STEDI app (python -m stedi.app) as a real server process for tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN_EMAIL, ADMIN_PASSWORD = "caregiver@test.com", "correct horse battery"
+
+
+class AppServer:
+    def __init__(self, port: int, env: dict, log_path: Path):
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        full_env = {
+            **os.environ,
+            "STEDI_APP_PORT": str(port),
+            "STEDI_ADMIN_USER": ADMIN_EMAIL,
+            "STEDI_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            **env,
+        }
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "stedi.app"],
+                cwd=ROOT,
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the app exited:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"the app did not answer /health:\n{log_path.read_text()}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
