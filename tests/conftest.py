@@ -5,6 +5,9 @@ import pytest
 from stedi.config import Settings
 from stedi.sparkjob import build_session
 
+# The real local stack (Kafka, Redis, the Redis source) for integration and browser tests.
+pytest_plugins = ["tests.stack_support"]
+
 
 @pytest.fixture(scope="session")
 def spark():

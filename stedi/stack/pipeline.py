@@ -1,8 +1,9 @@
 """`make run`: the whole pipeline in the foreground; Ctrl-C stops all it started.
 
-Starts the local stack when it is not up, then the three Spark jobs through
-their submit wrappers, each logging to build/stack/logs/<job>.log, and follows
-those logs in the terminal with a prefix per job.
+Starts the local stack when it is not up, then the STEDI app and the three
+Spark jobs through their submit wrappers, each logging to
+build/stack/logs/<name>.log, and follows those logs in the terminal with a
+prefix per process.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from stedi.config import Settings
 from stedi.stack import services
 
 JOBS = {
-    "customers": "submit-redis.sh",
-    "risk": "submit-event.sh",
-    "join": "submit-join.sh",
+    "app": [sys.executable, "-m", "stedi.app"],
+    "customers": [str(services.ROOT / "submit-redis.sh")],
+    "risk": [str(services.ROOT / "submit-event.sh")],
+    "join": [str(services.ROOT / "submit-join.sh")],
 }
 NOISE = (" WARN ", "WARNING: Using incubator modules")
 
@@ -45,12 +47,12 @@ class Follower:
                 print(f"{self.prefix:>10} | {line}", flush=True)
 
 
-def start_job(name: str, wrapper: str) -> subprocess.Popen:
+def start_job(name: str, argv: list[str]) -> subprocess.Popen:
     log_path = services.log_path(name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [str(services.ROOT / wrapper)],
+            argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -70,7 +72,7 @@ def stop_job(proc: subprocess.Popen, timeout: float = 30) -> None:
         proc.wait()
 
 
-def run(settings: Settings, extra: dict[str, list[str]] | None = None) -> int:
+def run(settings: Settings) -> int:
     started_stack = not services.is_up()
     if started_stack:
         services.up(settings)
@@ -85,13 +87,18 @@ def run(settings: Settings, extra: dict[str, list[str]] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         followers = []
-        for name, wrapper in JOBS.items():
+        for name, argv in JOBS.items():
             log_path = services.log_path(name)
             followers.append(Follower(name, log_path))
             followers[-1].position = log_path.stat().st_size if log_path.exists() else 0
-            jobs[name] = start_job(name, wrapper)
-            print(f">> {name}: {wrapper} (pid {jobs[name].pid}), log {log_path}", flush=True)
-        print(">> running; Ctrl-C stops everything this command started", flush=True)
+            jobs[name] = start_job(name, argv)
+            command = " ".join(Path(a).name for a in argv)
+            print(f">> {name}: {command} (pid {jobs[name].pid}), log {log_path}", flush=True)
+        print(
+            f">> running: STEDI app on http://localhost:{settings.app_port}; "
+            "Ctrl-C stops everything this command started",
+            flush=True,
+        )
         while not interrupted:
             for follower in followers:
                 follower.poll()

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from tests.app_server import ADMIN_EMAIL, ADMIN_PASSWORD, AppServer
-from tests.integration.conftest import TopicReader, create_topics
+from tests.stack_support import TopicReader, create_topics
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from stedi.stack import services
-from tests.integration.conftest import TopicReader
+from tests.stack_support import TopicReader
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ import subprocess
 import pytest
 
 from stedi.stack import services
-from tests.integration.conftest import create_topics, produce, read_all
 from tests.records import SAM_TEST, customer, customer_record, risk_record, set_record, zadd_record
+from tests.stack_support import create_topics, produce, read_all
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from stedi.stack import services
-from tests.integration.conftest import create_topics, produce, read_all
+from tests.stack_support import create_topics, produce, read_all
 
 pytestmark = pytest.mark.integration
 

@@ -11,12 +11,12 @@ const chart = new Chart(canvas, {
   data: { datasets: [{ label: "risk score", data: [], backgroundColor: "#1f77b4", pointRadius: 5 }] },
   options: {
     animation: false,
-    plugins: {
-      title: { display: true, text: document.getElementById("graph-title").textContent },
-      legend: { display: false },
-    },
+    plugins: { legend: { display: false } },  // the page heading is the graph's title
     scales: {
-      x: { title: { display: true, text: "birth year" }, ticks: { precision: 0 } },
+      x: {
+        title: { display: true, text: "birth year" },
+        ticks: { precision: 0, callback: (value) => String(value) },  // 1950, not 1,950
+      },
       y: { title: { display: true, text: "risk score" } },
     },
   },

@@ -1,0 +1,137 @@
+"""The STEDI app in real headless Chromium, fed by the real pipeline.
+
+Redis -> Redis source -> Kafka -> the Spark join (spark-submit) -> Kafka -> the
+app's graph. Debian's chromium is driven by Playwright with executable_path:
+no browser is downloaded.
+"""
+
+import os
+import subprocess
+import uuid
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from stedi.stack import services
+from tests.app_server import ADMIN_EMAIL, ADMIN_PASSWORD, AppServer
+from tests.stack_support import create_topics
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOT = services.ROOT / "docs" / "graph.png"
+POINTS_WANTED = 3
+PIPELINE_TIMEOUT_MS = 240_000
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack, tmp_path_factory):
+    """The app (simulation at 30x) and the Spark join, on topics of their own."""
+    suffix = uuid.uuid4().hex[:8]
+    env = {
+        "STEDI_EVENTS_TOPIC": f"stedi-events-browser-{suffix}",
+        "KAFKA_RISK_TOPIC": f"customer-risk-browser-{suffix}",
+        "STEDI_DEAD_LETTER_TOPIC": f"dead-letter-browser-{suffix}",
+        "STEDI_SIM_SPEED": "30",
+        "STEDI_TRIGGER_INTERVAL": "1 second",
+    }
+    create_topics(stack, env["STEDI_EVENTS_TOPIC"], env["KAFKA_RISK_TOPIC"],
+                  env["STEDI_DEAD_LETTER_TOPIC"])  # fmt: skip
+    work = tmp_path_factory.mktemp("browser")
+    join_log = open(work / "join.log", "wb")
+    join = subprocess.Popen(
+        [str(services.ROOT / "submit-join.sh")],
+        env={**os.environ, **env, "STEDI_CHECKPOINT_DIR": str(work / "checkpoints")},
+        stdout=join_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    app = AppServer(14569, env, work / "app.log")
+    yield app
+    app.stop()
+    os.killpg(join.pid, 15)
+    join.wait(60)
+    join_log.close()
+
+
+@pytest.fixture
+def browser_page():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        dialogs = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.dialogs = dialogs
+        yield page
+        browser.close()
+
+
+def log_in(page, url):
+    page.goto(f"{url}/login")
+    page.fill("input[name=email]", ADMIN_EMAIL)
+    page.fill("input[name=password]", ADMIN_PASSWORD)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(f"{url}/timer")
+
+
+def test_simulation_fills_the_graph_with_live_points_from_the_pipeline(pipeline, browser_page):
+    page = browser_page
+    log_in(page, pipeline.url)
+    page.check("#simulation-toggle")
+    expect(page.locator("#simulation-state")).to_contain_text("on")
+
+    page.goto(f"{pipeline.url}/graph")
+    expect(page.locator("#graph-title")).to_have_text(
+        "STEDI Population Risk Change by Birth Year "
+        "(below zero is improvement, greater than zero is deterioration)"
+    )
+    rows = page.locator("#points tbody tr")
+    expect(rows.nth(POINTS_WANTED - 1)).to_be_attached(timeout=PIPELINE_TIMEOUT_MS)
+    for row in rows.all()[:POINTS_WANTED]:
+        birth_year, score = (cell.inner_text() for cell in row.locator("td").all())
+        assert 1936 <= int(birth_year) <= 1965  # the simulator's 30 customers
+        assert -60 <= float(score) <= 60
+    plotted = page.evaluate("Chart.getChart('risk-chart').data.datasets[0].data.length")
+    assert plotted >= POINTS_WANTED
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    page.goto(f"{pipeline.url}/timer")
+    page.uncheck("#simulation-toggle")
+    expect(page.locator("#simulation-state")).to_contain_text("off")
+
+
+def test_a_customer_named_like_markup_is_shown_as_text(pipeline, browser_page):
+    page = browser_page
+    log_in(page, pipeline.url)
+    name = "<img src=x onerror=alert(1)>"
+    page.goto(f"{pipeline.url}/customers/new")
+    page.fill("input[name=customerName]", name)
+    page.fill("input[name=email]", f"xss.{uuid.uuid4().hex[:8]}@test.com")
+    page.fill("input[name=phone]", "8015551212")
+    page.fill("input[name=birthDay]", "1970-01-01")
+    page.click("main button[type=submit]")
+    expect(page.locator("#created")).to_contain_text(name)
+    page.goto(f"{pipeline.url}/timer")
+    options = page.locator("#customer option").all_inner_texts()
+    assert any(text.startswith(name) for text in options)
+    assert page.locator("main img").count() == 0
+    assert page.dialogs == []
+
+
+def test_a_manual_test_of_30_steps_is_stored(pipeline, browser_page):
+    page = browser_page
+    log_in(page, pipeline.url)
+    page.select_option("#customer", "sam.test@test.com")
+    page.click("#start")
+    for _ in range(30):
+        page.click("#step")
+    expect(page.locator("#result")).to_contain_text("Stored: Sam Test")
