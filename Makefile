@@ -11,13 +11,14 @@ KAFKA_JARS := build/jars/kafka/.stamp
 VENV_STAMP := $(VENV)/.stamp
 SYSTEM_STAMP := build/.system-deps
 NODE_STAMP := node_modules/.stamp
+COMPOSECHECK := build/bin/composecheck
 
 .PHONY: help install run up down status clean test unit lint bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-install: $(SYSTEM_STAMP) $(VENV_STAMP) $(SPARK_JARS) $(KAFKA_JARS) $(NODE_STAMP) ## install everything (idempotent)
+install: $(SYSTEM_STAMP) $(VENV_STAMP) $(SPARK_JARS) $(KAFKA_JARS) $(NODE_STAMP) $(COMPOSECHECK) ## install everything (idempotent)
 
 $(SYSTEM_STAMP): bin/system-deps
 	@bin/system-deps
@@ -26,13 +27,17 @@ $(SYSTEM_STAMP): bin/system-deps
 $(VENV_STAMP): pyproject.toml
 	@echo ">> Python environment in $(VENV)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test,dev]'
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[spark,test,dev]'
 	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json
 	@echo ">> browser assets (npm) into node_modules"
 	@npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
+
+$(COMPOSECHECK): tools/composecheck/main.go tools/composecheck/go.mod tools/composecheck/go.sum
+	@echo ">> compose-go validator (Go module proxy) into $@"
+	@cd tools/composecheck && go build -o $(CURDIR)/$@ .
 
 $(SPARK_JARS): jvm/pom.xml
 	@echo ">> Spark's Kafka connector (Maven) into build/jars/spark"

@@ -23,6 +23,17 @@ def _env_int(name: str, default: int) -> int:
         raise SystemExit(f"{name}={raw!r} is not an integer") from None
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise SystemExit(f"{name}={raw!r} must be above zero")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the jobs, the Redis source and the app read; defaults match DESIGN.md."""
@@ -56,8 +67,10 @@ class Settings:
 
     # The STEDI app.
     app_port: int = field(default_factory=lambda: _env_int("STEDI_APP_PORT", 4567))
+    # Loopback only, except in a container, whose port Docker publishes on the host's loopback.
+    app_host: str = field(default_factory=lambda: _env("STEDI_APP_HOST", "127.0.0.1"))
     simulate: bool = field(default_factory=lambda: _env("STEDI_SIMULATE", "0") == "1")
-    sim_speed: float = field(default_factory=lambda: float(_env("STEDI_SIM_SPEED", "1")))
+    sim_speed: float = field(default_factory=lambda: _env_float("STEDI_SIM_SPEED", 1.0))
     session_seconds: int = field(
         default_factory=lambda: _env_int("STEDI_SESSION_SECONDS", 8 * 3600)
     )

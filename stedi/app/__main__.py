@@ -10,4 +10,4 @@ from stedi.config import Settings
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 logging.getLogger("kafka").setLevel(logging.WARNING)
 settings = Settings()
-uvicorn.run(create_app(settings), host="127.0.0.1", port=settings.app_port, log_level="info")
+uvicorn.run(create_app(settings), host=settings.app_host, port=settings.app_port, log_level="info")

@@ -37,7 +37,11 @@ from stedi.config import Settings
 log = logging.getLogger("stedi.app")
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
-CHART_JS = ROOT / "node_modules" / "chart.js" / "dist" / "chart.umd.min.js"
+# Installed by `make install` (npm); the Docker image copies it elsewhere and sets the variable.
+CHART_JS = Path(
+    os.environ.get("STEDI_CHART_JS")
+    or ROOT / "node_modules" / "chart.js" / "dist" / "chart.umd.min.js"
+)
 GRAPH_TITLE = (
     "STEDI Population Risk Change by Birth Year "
     "(below zero is improvement, greater than zero is deterioration)"

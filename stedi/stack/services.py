@@ -275,6 +275,17 @@ def start_kafka(settings: Settings) -> None:
     print(f"   kafka ready on {settings.kafka_bootstrap_servers} (pid {KAFKA.pid()})")
 
 
+def stack_topics(settings: Settings) -> dict[str, dict[str, str]]:
+    """The topics of the stack, with their configs (docker-compose.yaml creates the same)."""
+    return {
+        # Customers are written to Redis once: their records must never expire.
+        settings.redis_topic: {"retention.ms": "-1"},
+        settings.events_topic: {},
+        settings.risk_topic: {},
+        settings.dead_letter_topic: {},
+    }
+
+
 def create_topics(settings: Settings) -> None:
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
@@ -282,13 +293,7 @@ def create_topics(settings: Settings) -> None:
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     try:
         existing = set(admin.list_topics())
-        # Customers are written to Redis once: their records must never expire.
-        wanted = {
-            settings.redis_topic: {"retention.ms": "-1"},
-            settings.events_topic: {},
-            settings.risk_topic: {},
-            settings.dead_letter_topic: {},
-        }
+        wanted = stack_topics(settings)
         new = [
             NewTopic(name, num_partitions=1, replication_factor=1, topic_configs=configs)
             for name, configs in wanted.items()

@@ -1,0 +1,185 @@
+"""The Docker path, checked statically: no Docker engine runs on these machines.
+
+docker-compose.yaml is loaded by compose-go (the Compose Specification's
+reference implementation, built by `make install`), which validates it against
+the specification's JSON schema offline; then the project's own rules are
+asserted on the normalised project.
+"""
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from stedi.config import Settings
+from stedi.stack.services import stack_topics
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSECHECK = ROOT / "build" / "bin" / "composecheck"
+COMPOSE = ROOT / "docker-compose.yaml"
+
+
+def load(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(COMPOSECHECK), str(path)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def project() -> dict:
+    result = load(COMPOSE)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def pom_property(name: str) -> str:
+    pom = (ROOT / "jvm" / "pom.xml").read_text()
+    return re.search(rf"<{name}>([^<]+)</{name}>", pom).group(1)
+
+
+def test_the_validator_rejects_a_file_that_breaks_the_specification(tmp_path):
+    broken = tmp_path / "docker-compose.yaml"
+    text = COMPOSE.read_text().replace("    healthcheck:", "    health_check:", 1)
+    broken.write_text(text)
+    result = load(broken)
+    assert result.returncode != 0 and "health_check" in result.stderr
+
+
+def test_no_version_key_and_every_image_public_and_pinned(project):
+    assert not re.search(r"^version:", COMPOSE.read_text(), re.M)
+    for name, service in project["services"].items():
+        image = service["image"]
+        if "build" in service:
+            assert image == "stedi:local", name  # built from this repository's Dockerfile
+            continue
+        repository, _, tag = image.rpartition(":")
+        assert tag and tag != "latest" and "/" not in tag, image
+        assert "." not in repository.split("/")[0], f"{image}: not on Docker Hub"
+
+
+def test_spark_and_kafka_images_match_the_pinned_versions(project):
+    spark_tag = project["services"]["spark-master"]["image"].split(":")[1]
+    assert spark_tag.startswith(pom_property("spark.version") + "-")
+    assert "python3" in spark_tag
+    kafka_tag = project["services"]["kafka"]["image"].split(":")[1]
+    assert kafka_tag.split(".")[:2] == pom_property("kafka.version").split(".")[:2]
+
+
+def test_host_ports_are_the_local_ones_on_loopback(project):
+    published = {
+        (p["host_ip"], p["published"], p["target"])
+        for service in project["services"].values()
+        for p in service.get("ports", [])
+    }
+    assert {("127.0.0.1", "9092", 9092), ("127.0.0.1", "6379", 6379),
+            ("127.0.0.1", "4567", 4567)} <= published  # fmt: skip
+    assert {ip for ip, _, _ in published} == {"127.0.0.1"}
+
+
+def test_kafka_redis_and_the_app_have_healthchecks_and_dependents_wait_for_them(project):
+    services = project["services"]
+    for name in ("kafka", "redis", "stedi-app"):
+        assert services[name].get("healthcheck", {}).get("test"), name
+    for name, service in services.items():
+        for dependency, rule in service.get("depends_on", {}).items():
+            expected = (
+                "service_completed_successfully"
+                if dependency == "kafka-init"
+                else "service_healthy"
+            )
+            assert rule["condition"] == expected, (name, dependency)
+            if expected == "service_healthy":
+                assert services[dependency].get("healthcheck"), dependency
+
+
+def test_topics_and_variables_are_the_same_as_local_mode(project):
+    defaults = Settings()
+    init_script = " ".join(project["services"]["kafka-init"]["command"])
+    for topic, configs in stack_topics(defaults).items():
+        assert topic in init_script
+        for key, value in configs.items():
+            assert f"--topic {topic} --config {key}={value}" in init_script
+    expected = {
+        "STEDI_REDIS_TOPIC": defaults.redis_topic,
+        "STEDI_EVENTS_TOPIC": defaults.events_topic,
+        "KAFKA_RISK_TOPIC": defaults.risk_topic,
+        "STEDI_DEAD_LETTER_TOPIC": defaults.dead_letter_topic,
+        "KAFKA_BOOTSTRAP_SERVERS": "kafka:19092",
+        "REDIS_HOST": "redis",
+    }
+    for name in ("stedi-app", "redis-source", "spark-master", "spark-worker"):
+        environment = project["services"][name]["environment"]
+        assert {k: environment[k] for k in expected} == expected, name
+    spark_env = project["services"]["spark-master"]["environment"]
+    assert spark_env["STEDI_CHECKPOINT_DIR"].startswith("/opt/spark/work-dir")
+    volumes = {v["target"]: v for v in project["services"]["spark-master"]["volumes"]}
+    assert volumes["/opt/spark/work-dir"]["type"] == "volume"  # checkpoints survive restarts
+    assert volumes["/opt/stedi"]["read_only"] is True  # the repository, mounted
+
+
+def test_the_dockerfile_passes_hadolint_and_runs_as_a_non_root_user():
+    hadolint = ROOT / ".venv" / "bin" / "hadolint"
+    result = subprocess.run(
+        [str(hadolint), str(ROOT / "Dockerfile")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.\d+-slim", dockerfile, re.M)
+    assert re.findall(r"^USER (\S+)", dockerfile, re.M)[-1].split(":")[0] not in ("0", "root")
+
+
+def test_the_image_installs_exactly_the_pyproject_dependencies():
+    """One `pip install .` (pyproject.toml's pins) and no other Python package."""
+    installs = re.findall(r"pip install ([^\n&]+)", (ROOT / "Dockerfile").read_text())
+    assert [i.strip() for i in installs] == ["."]
+
+
+@pytest.fixture
+def fake_tools(tmp_path):
+    """A stand-in `docker` (and spark-submit) on PATH that record their arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "calls"
+    script = (
+        "#!/usr/bin/env bash\n"
+        f'echo "$(basename "$0") $*" >> {record}\n'
+        'if [[ "$*" == *" ps "* ]]; then echo "${FAKE_COMPOSE_SERVICES:-}" | tr , "\\n"; fi\n'
+    )
+    for name in ("docker", "spark-submit"):
+        (bin_dir / name).write_text(script)
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+           "SPARK_SUBMIT": str(bin_dir / "spark-submit")}  # fmt: skip
+    return env, record
+
+
+def run_wrapper(env, *args):
+    result = subprocess.run(
+        [str(ROOT / "submit-join.sh"), *args], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_wrappers_submit_inside_spark_master_when_the_compose_stack_runs(fake_tools):
+    env, record = fake_tools
+    run_wrapper({**env, "FAKE_COMPOSE_SERVICES": "kafka,redis,spark-master"}, "--available-now")
+    submit = record.read_text().splitlines()[-1]
+    assert submit.startswith("docker compose -f ")
+    assert " exec -T spark-master /opt/spark/bin/spark-submit " in submit
+    assert " --master spark://spark-master:7077 " in submit
+    version = pom_property("spark.version")
+    assert f" --packages org.apache.spark:spark-sql-kafka-0-10_2.13:{version} " in submit
+    assert " --conf spark.jars.ivy=/tmp/.ivy2 " in submit
+    assert submit.endswith(" /opt/stedi/sparkpykafkajoin.py --available-now")
+
+
+def test_wrappers_submit_locally_when_the_compose_stack_is_not_running(fake_tools):
+    env, record = fake_tools
+    run_wrapper({**env, "FAKE_COMPOSE_SERVICES": "kafka,redis"}, "--available-now")
+    submit = record.read_text().splitlines()[-1]
+    assert submit.startswith("spark-submit --master local[*] --jars ")
+    assert "spark-sql-kafka-0-10_2.13" in submit
+    assert submit.endswith(f"{ROOT}/sparkpykafkajoin.py --available-now")
+    run_wrapper({**env, "FAKE_COMPOSE_SERVICES": "spark-master", "STEDI_SUBMIT": "local"})
+    assert record.read_text().splitlines()[-1].startswith("spark-submit ")
