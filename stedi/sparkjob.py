@@ -6,12 +6,10 @@ pyspark and the standard library only (see stedi/__init__.py).
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from collections.abc import Sequence
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
+from pyspark.sql.streaming import StreamingQuery
 
 from stedi.config import Settings
 
@@ -31,13 +29,10 @@ def parse_args(doc: str, argv: Sequence[str] | None = None) -> argparse.Namespac
     return parser.parse_args(argv)
 
 
-def build_session(
-    app_name: str, settings: Settings, master: str | None = None, progress: bool = True
-) -> SparkSession:
+def build_session(app_name: str, settings: Settings, master: str | None = None) -> SparkSession:
     """A session with the RocksDB state store, few shuffle partitions, UTC.
 
-    `master` is for tests (spark-submit passes --master itself); `progress`
-    prints one line per micro-batch of every query.
+    `master` is for tests; spark-submit passes --master itself.
     """
     builder = (
         SparkSession.builder.appName(app_name)
@@ -49,8 +44,6 @@ def build_session(
         builder = builder.master(master)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
-    if progress:
-        spark.streams.addListener(ProgressPrinter())
     return spark
 
 
@@ -121,30 +114,36 @@ def progress_line(progress: dict) -> str:
     return line
 
 
-class ProgressPrinter(StreamingQueryListener):
-    """Prints progress_line() to stderr after every micro-batch of every query."""
-
-    def onQueryStarted(self, event) -> None:
-        print(f"[{event.name}] started (id {event.id})", file=sys.stderr, flush=True)
-
-    def onQueryProgress(self, event) -> None:
-        print(progress_line(json.loads(event.progress.json)), file=sys.stderr, flush=True)
-
-    def onQueryIdle(self, event) -> None:
-        pass
-
-    def onQueryTerminated(self, event) -> None:
-        status = f"failed: {event.exception}" if event.exception else "stopped"
-        print(f"[query {event.id}] {status}", file=sys.stderr, flush=True)
+def _print_new_progress(query: StreamingQuery, printed: set) -> None:
+    for progress in query.recentProgress:
+        key = (progress.get("id"), progress.get("batchId"))
+        if key not in printed:
+            printed.add(key)
+            print(progress_line(progress), flush=True)
 
 
 def run_queries(spark: SparkSession, queries: Sequence[StreamingQuery]) -> None:
-    """Wait for all queries; the first failure stops the others and exits non-zero."""
+    """Print each query's progress as batches finish; stop all when one ends or fails.
+
+    Progress is read from `recentProgress` by polling rather than from a listener,
+    whose asynchronous events can be lost when an --available-now run exits.
+    """
+    printed: set = set()
+    for query in queries:
+        print(f"[{query.name}] started (id {query.id})", flush=True)
     try:
+        while all(q.isActive for q in queries):
+            for query in queries:
+                _print_new_progress(query, printed)
+            queries[0].awaitTermination(1)
+        failed = [q for q in queries if not q.isActive and q.exception() is not None]
+        if failed:
+            raise failed[0].exception()  # the others are stopped below
         for query in queries:
-            query.awaitTermination()
+            query.awaitTermination()  # the rest of an --available-now run
+            _print_new_progress(query, printed)
     except KeyboardInterrupt:
-        print("interrupted: stopping queries", file=sys.stderr)
+        print("interrupted: stopping queries", flush=True)
     finally:
         for query in queries:
             if query.isActive:

@@ -15,6 +15,6 @@ def spark():
     import os
 
     os.environ.setdefault("PYSPARK_SUBMIT_ARGS", "--conf spark.ui.enabled=false pyspark-shell")
-    session = build_session("stedi-tests", Settings(), master="local[2]", progress=False)
+    session = build_session("stedi-tests", Settings(), master="local[2]")
     yield session
     session.stop()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -89,7 +90,10 @@ def test_join_job_writes_the_spec_records_and_dead_letters(stack, topics):
         topics["STEDI_EVENTS_TOPIC"],
         [risk_record(SANTOSH["email"], 28.5), risk_record("nobody@test.com", 1.0), "{{"],
     )
-    submit("submit-join.sh", topics)
+    output = submit("submit-join.sh", topics)
+    assert re.search(
+        r"\[customer-risk-join\] batch 0: 7 rows in, [\d.]+ rows/s, \d+ ms, \d+ state rows", output
+    )
 
     [record] = read_all(stack, topics["KAFKA_RISK_TOPIC"], 1)
     assert record.key == b"Santosh.Fibonnaci@test.com"
