@@ -100,7 +100,7 @@ def bench_join(settings: Settings) -> dict:
     producer.close()
     progress(f"join: {N} customers and {N} risk scores produced; running submit-join.sh")
     with tempfile.TemporaryDirectory() as checkpoints:
-        env = {**os.environ, **topics, "STEDI_CHECKPOINT_DIR": checkpoints}
+        env = {**os.environ, **topics, "STEDI_CHECKPOINT_DIR": checkpoints, "STEDI_SUBMIT": "local"}
         began = time.monotonic()
         result = subprocess.run(
             [str(ROOT / "submit-join.sh"), "--available-now"],

@@ -53,6 +53,8 @@ def start_job(name: str, argv: list[str]) -> subprocess.Popen:
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             argv,
+            # make run is the local, Docker-free path even when a compose stack runs.
+            env={**os.environ, "STEDI_SUBMIT": "local"},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

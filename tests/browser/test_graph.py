@@ -50,7 +50,12 @@ def pipeline(stack, tmp_path_factory):
     join_log = open(work / "join.log", "wb")
     join = subprocess.Popen(
         [str(services.ROOT / "submit-join.sh")],
-        env={**os.environ, **env, "STEDI_CHECKPOINT_DIR": str(work / "checkpoints")},
+        env={
+            **os.environ,
+            **env,
+            "STEDI_CHECKPOINT_DIR": str(work / "checkpoints"),
+            "STEDI_SUBMIT": "local",
+        },
         stdout=join_log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

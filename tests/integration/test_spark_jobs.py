@@ -36,7 +36,7 @@ def submit(wrapper: str, env: dict) -> str:
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, **env},
+        env={**os.environ, **env, "STEDI_SUBMIT": "local"},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout

@@ -1,5 +1,6 @@
 """Project-level contracts that a user or spark-submit would trip over."""
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -33,7 +34,11 @@ def test_the_connector_jars_in_use_match_the_pinned_spark():
 def test_each_wrapper_runs_its_script_with_the_usage_docstring():
     for wrapper, script in WRAPPERS.items():
         result = subprocess.run(
-            [str(ROOT / wrapper), "--help"], capture_output=True, text=True, timeout=120
+            [str(ROOT / wrapper), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "STEDI_SUBMIT": "local"},
         )
         assert result.returncode == 0, result.stderr
         assert f"./{wrapper} --available-now" in result.stdout, (wrapper, script)
