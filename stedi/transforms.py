@@ -41,15 +41,18 @@ def _source_columns() -> list[Column]:
 def redis_customer_members(kafka: DataFrame) -> DataFrame:
     """One row per sorted-set member written to the `Customer` key, with a `problem`.
 
-    Records for other keys (User, RapidStepTest, ...) and other commands (SET)
-    are not customers and are dropped here. A record whose value is not a
+    Records for other keys (User, RapidStepTest, ...) and other commands (SET,
+    also to `Customer`) are not customers and are dropped here. A record whose value is not a
     connector record at all is kept with its problem so it can be dead-lettered.
     """
     records = kafka.select(
         *_source_columns(),
         F.from_json(F.col("value").cast("string"), REDIS_RECORD_SCHEMA).alias("record"),
     ).withColumn("redisKey", _base64_text(F.col("record.key")))
-    relevant = records.where((F.col("redisKey") == CUSTOMER_KEY) | F.col("record.key").isNull())
+    # ZADDs to `Customer`, and values that are no connector record at all (dead letters).
+    # A SET to `Customer` has no zSetEntries: another command, ignored like other keys.
+    customer_zadd = (F.col("redisKey") == CUSTOMER_KEY) & F.col("record.zSetEntries").isNotNull()
+    relevant = records.where(customer_zadd | F.col("record.key").isNull())
     members = relevant.select(
         "eventTime",
         "topic",
@@ -65,7 +68,7 @@ def redis_customer_members(kafka: DataFrame) -> DataFrame:
     birth_year = F.year(F.try_to_timestamp(F.col("customer.birthDay"), F.lit("yyyy-MM-dd")))
     problem = (
         F.when(F.col("record.key").isNull(), F.lit("value is not a Redis source record"))
-        .when(F.col("entry").isNull(), F.lit("Customer record without zSetEntries"))
+        .when(F.col("entry").isNull(), F.lit("Customer ZADD without members"))
         .when(F.col("memberJson").isNull(), F.lit("member is not valid base64"))
         .when(~_is_json_object(F.col("memberJson")), F.lit("member is not customer JSON"))
         .when(F.col("customer.email").isNull(), F.lit("customer has no email"))

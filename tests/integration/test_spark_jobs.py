@@ -42,6 +42,12 @@ def submit(wrapper: str, env: dict) -> str:
     return result.stdout
 
 
+def console_rows(output: str) -> list[list[str]]:
+    """The data rows of the console sink's tables (rows holding an email), sorted."""
+    rows = [line for line in output.splitlines() if line.startswith("|") and "@" in line]
+    return sorted([cell.strip() for cell in row.strip("|").split("|")] for row in rows)
+
+
 def test_redis_job_prints_customers_and_ignores_other_keys(stack, topics):
     produce(
         stack,
@@ -54,10 +60,7 @@ def test_redis_job_prints_customers_and_ignores_other_keys(stack, topics):
             customer_record(SANTOSH, padded=False),
         ],
     )
-    output = submit("submit-redis.sh", topics)
-    rows = [line for line in output.splitlines() if line.startswith("|") and "@" in line]
-    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
-    assert sorted(cells) == [
+    assert console_rows(submit("submit-redis.sh", topics)) == [
         ["Santosh.Fibonnaci@test.com", "Santosh Fibonnaci", "1963"],
         ["sam.test@test.com", "Sam Test", "2001"],
     ]
@@ -70,10 +73,7 @@ def test_events_job_prints_customer_score_and_risk_date(stack, topics):
         [risk_record("a@test.com", 7), "{{", risk_record("b@test.com", -1.25)],
         key=b"1600070046417",
     )
-    output = submit("submit-event.sh", topics)
-    rows = [line for line in output.splitlines() if line.startswith("|") and "@" in line]
-    cells = sorted([c.strip() for c in row.strip("|").split("|")] for row in rows)
-    assert cells == [
+    assert console_rows(submit("submit-event.sh", topics)) == [
         ["a@test.com", "7.0", "2020-09-14 07:54:06.417"],
         ["b@test.com", "-1.25", "2020-09-14 07:54:06.417"],
     ]

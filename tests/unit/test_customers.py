@@ -90,7 +90,8 @@ def test_each_kind_of_malformed_record_gets_a_problem_and_good_rows_survive(spar
         customer_record({k: v for k, v in SAM_TEST.items() if k != "email"}),
         customer_record(no_birth_day),
         customer_record({**SAM_TEST, "birthDay": "03/01/2001"}),
-        json.dumps({"key": "Q3VzdG9tZXI=", "existType": "NONE"}),
+        json.dumps({"key": "Q3VzdG9tZXI=", "existType": "NONE", "zSetEntries": []}),
+        json.dumps({"key": "Q3VzdG9tZXI=", "value": "eA==", "expiredType": "NONE"}),
         customer_record(SAM_TEST),
     ]
     members = redis_customer_members(kafka_df(spark, "redis-server", values, T0))
@@ -103,7 +104,7 @@ def test_each_kind_of_malformed_record_gets_a_problem_and_good_rows_survive(spar
         "customer has no email",
         "customer birthDay is missing or not yyyy-MM-dd",
         "customer birthDay is missing or not yyyy-MM-dd",
-        "Customer record without zSetEntries",
+        "Customer ZADD without members",
         None,
     ]
     assertDataFrameEqual(
