@@ -215,8 +215,8 @@ class RedisSource:
                     last_report = time.monotonic()
         finally:
             link.close()
-            producer.flush()
-            producer.close()
+            # close() flushes; bounded so an unreachable Kafka cannot hang a stop.
+            producer.close(timeout=10)
 
     def run(self) -> None:
         """Run until stopped; on any failure, start over from the position in Kafka."""
