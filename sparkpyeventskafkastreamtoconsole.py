@@ -8,6 +8,12 @@ Submit (the wrapper adds the Kafka connector and the master):
 
     ./submit-event.sh                  # run until Ctrl-C
     ./submit-event.sh --available-now  # process what is there, then exit
+
+What the wrapper runs (local mode, after `make install`):
+
+    . .venv/bin/activate
+    spark-submit --master 'local[*]' --jars "$(ls build/jars/spark/*.jar | paste -sd,)" \\
+        sparkpyeventskafkastreamtoconsole.py
 """
 
 from stedi.config import Settings

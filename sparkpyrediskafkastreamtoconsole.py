@@ -10,6 +10,12 @@ Submit (the wrapper adds the Kafka connector and the master):
 
     ./submit-redis.sh                  # run until Ctrl-C
     ./submit-redis.sh --available-now  # process what is there, then exit
+
+What the wrapper runs (local mode, after `make install`):
+
+    . .venv/bin/activate
+    spark-submit --master 'local[*]' --jars "$(ls build/jars/spark/*.jar | paste -sd,)" \\
+        sparkpyrediskafkastreamtoconsole.py
 """
 
 from stedi.config import Settings

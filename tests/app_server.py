@@ -15,7 +15,8 @@ ADMIN_EMAIL, ADMIN_PASSWORD = "caregiver@test.com", "correct horse battery"
 
 
 class AppServer:
-    def __init__(self, port: int, env: dict, log_path: Path):
+    def __init__(self, port: int, env: dict, log_path: Path, ready_status: int = 200):
+        """Starts the app; ready when /health answers `ready_status` (503: Redis away)."""
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         full_env = {
@@ -38,7 +39,7 @@ class AppServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the app exited:\n{log_path.read_text()}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/health", timeout=3).status_code == ready_status:
                     return
             except httpx.HTTPError:
                 pass

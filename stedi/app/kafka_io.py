@@ -18,6 +18,7 @@ from kafka.errors import KafkaError
 log = logging.getLogger("stedi.app.kafka")
 GRAPH_ROUND = 30  # the graph resets after this many points (one round of simulated customers)
 OUTBOX_LIMIT = 100_000
+BOOTSTRAP_TIMEOUT_MS = 5000  # say "Kafka unavailable" on the page within seconds, not 30
 
 
 class RiskPublisher:
@@ -41,6 +42,7 @@ class RiskPublisher:
                 acks="all",
                 enable_idempotence=True,
                 max_block_ms=5000,
+                bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
             )
         while self.outbox:
             key, value = self.outbox[0]
@@ -122,6 +124,7 @@ class RiskFeed:
                     group_id=None,
                     auto_offset_reset="latest",
                     enable_auto_commit=False,
+                    bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
                 )
                 self.error = None
                 while not self.stop_event.is_set():

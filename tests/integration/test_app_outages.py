@@ -1,0 +1,66 @@
+"""The app keeps serving when Redis or Kafka is away, and says so; sessions expire."""
+
+import socket
+import time
+
+import httpx
+import pytest
+
+from tests.app_server import ADMIN_EMAIL, ADMIN_PASSWORD, AppServer
+from tests.integration.test_app_api import csrf_of, logged_in
+
+pytestmark = pytest.mark.integration
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def app_without_services(tmp_path):
+    env = {
+        "REDIS_PORT": str(closed_port()),
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{closed_port()}",
+    }
+    server = AppServer(14570, env, tmp_path / "app.log", ready_status=503)
+    yield server
+    server.stop()
+
+
+def test_without_redis_and_kafka_the_app_serves_and_names_what_is_missing(app_without_services):
+    url = app_without_services.url
+    health = httpx.get(f"{url}/health")
+    assert health.status_code == 503 and health.json()["redis"] is False
+    assert "Redis unavailable: retrying" in health.json()["problems"]
+
+    deadline = time.monotonic() + 30
+    while not any("Kafka unavailable" in p for p in httpx.get(f"{url}/health").json()["problems"]):
+        assert time.monotonic() < deadline, "Kafka's absence was never reported"
+        time.sleep(1)
+
+    client = httpx.Client(base_url=url)
+    login_page = client.get("/login")
+    assert login_page.status_code == 200
+    response = client.post(
+        "/login",
+        data={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "csrf": csrf_of(login_page.text)},
+    )
+    assert response.status_code == 503
+    assert "Redis is unavailable right now" in response.text
+
+
+@pytest.fixture
+def short_session_app(stack, tmp_path):
+    server = AppServer(14571, {"STEDI_SESSION_SECONDS": "2"}, tmp_path / "app.log")
+    yield server
+    server.stop()
+
+
+def test_a_session_expires_after_its_lifetime(short_session_app):
+    client, _ = logged_in(short_session_app)
+    assert client.get("/api/customers").status_code == 200
+    time.sleep(3)
+    assert client.get("/api/customers").status_code == 401
