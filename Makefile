@@ -64,7 +64,7 @@ up: install ## start Kafka, Redis and the Redis source in the background (return
 	@$(PY) -m stedi.stack up
 
 down: ## stop what `make up` started (data is kept)
-	@test -x $(PY) && $(PY) -m stedi.stack down || true
+	@if [ -x $(PY) ]; then $(PY) -m stedi.stack down; fi
 
 status: ## show the local stack's processes and logs
 	@$(PY) -m stedi.stack status
