@@ -63,15 +63,27 @@ def start_job(name: str, argv: list[str]) -> subprocess.Popen:
         )
 
 
-def stop_job(proc: subprocess.Popen, timeout: float = 30) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
+def group_alive(pgid: int) -> bool:
     try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_job(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM the job's whole process group (the JVM and its Python driver), wait until
+    every process of it is gone, SIGKILL what is left after `timeout`."""
+    if group_alive(proc.pid):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader so it does not linger as a zombie
+        if not group_alive(proc.pid):
+            return
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def run(settings: Settings) -> int:
