@@ -71,7 +71,7 @@ def current_user(request: Request) -> str | None:
 
 
 def page(request: Request, name: str, status_code: int = 200, **context) -> Response:
-    context.update(user=current_user(request), csrf=csrf_token(request), title=GRAPH_TITLE)
+    context.update(user=current_user(request), csrf=csrf_token(request))
     return templates.TemplateResponse(request, name, context, status_code=status_code)
 
 
@@ -159,7 +159,7 @@ async def new_customer_page(request: Request):
 
 @login_required
 async def graph_page(request: Request):
-    return page(request, "graph.html", round_size=GRAPH_ROUND)
+    return page(request, "graph.html", round_size=GRAPH_ROUND, title=GRAPH_TITLE)
 
 
 # --- JSON API ------------------------------------------------------------------------------
