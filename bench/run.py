@@ -148,15 +148,13 @@ def machine() -> dict:
 
 def main() -> None:
     settings = Settings()
-    started = not services.is_up()
-    if started:
-        services.up(settings)
+    started = services.up(settings)
     try:
         source = bench_redis_source(settings)
         join = bench_join(settings)
     finally:
         if started:
-            services.down()
+            services.down(only=started)
     results = {"records": N, "machine": machine(), "redis_source": source, "join": join,
                "date": time.strftime("%Y-%m-%d")}  # fmt: skip
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

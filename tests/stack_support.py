@@ -22,12 +22,10 @@ from stedi.stack import services
 @pytest.fixture(scope="session")
 def stack():
     settings = Settings()
-    started = not services.is_up()
-    if started:
-        services.up(settings)
+    started = services.up(settings)  # only what `make up` did not start already
     yield settings
     if started:
-        services.down()
+        services.down(only=started)
 
 
 @pytest.fixture

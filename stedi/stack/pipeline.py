@@ -87,9 +87,7 @@ def stop_job(proc: subprocess.Popen, timeout: float = 30) -> None:
 
 
 def run(settings: Settings) -> int:
-    started_stack = not services.is_up()
-    if started_stack:
-        services.up(settings)
+    started = services.up(settings)  # only what is not running yet
     jobs: dict[str, subprocess.Popen] = {}
     interrupted = False
 
@@ -127,5 +125,5 @@ def run(settings: Settings) -> int:
         for name, proc in jobs.items():
             stop_job(proc)
             print(f"   stopped {name}", flush=True)
-        if started_stack:
-            services.down()
+        if started:
+            services.down(only=started)

@@ -322,26 +322,33 @@ def start_redis_source() -> None:
 
 
 # --- the commands --------------------------------------------------------------------------
-def up(settings: Settings) -> None:
+STACK = (REDIS, KAFKA, REDIS_SOURCE)  # in start order
+
+
+def up(settings: Settings) -> list[Service]:
+    """Start what is not running; returns the services this call started."""
     print(f">> local stack in {STACK_DIR}")
+    running_before = {s.name for s in STACK if s.pid() is not None}
     start_redis(settings)
     start_kafka(settings)
     create_topics(settings)
     start_redis_source()
+    return [s for s in STACK if s.name not in running_before]
 
 
-def down() -> None:
-    for service in (REDIS_SOURCE, KAFKA, REDIS):
-        if service.stop():
+def down(only: list[Service] | None = None) -> None:
+    """Stop the stack's services (or `only` these), the last started first."""
+    for service in reversed(STACK):
+        if (only is None or service in only) and service.stop():
             print(f"   stopped {service.name}")
 
 
 def is_up() -> bool:
-    return all(s.pid() is not None for s in (REDIS, KAFKA, REDIS_SOURCE))
+    return all(s.pid() is not None for s in STACK)
 
 
 def status() -> None:
-    for service in (REDIS, KAFKA, REDIS_SOURCE):
+    for service in STACK:
         pid = service.pid()
         state = f"running (pid {pid})" if pid else "stopped"
         print(f"   {service.name:13} {state:24} log {log_path(service.name)}")
