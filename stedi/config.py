@@ -43,6 +43,9 @@ class Settings:
     )
     redis_host: str = field(default_factory=lambda: _env("REDIS_HOST", "localhost"))
     redis_port: int = field(default_factory=lambda: _env_int("REDIS_PORT", 6379))
+    redis_password: str | None = field(
+        default_factory=lambda: _env("REDIS_PASSWORD", "") or None, repr=False
+    )
     redis_topic: str = field(default_factory=lambda: _env("STEDI_REDIS_TOPIC", "redis-server"))
     events_topic: str = field(default_factory=lambda: _env("STEDI_EVENTS_TOPIC", "stedi-events"))
     risk_topic: str = field(default_factory=lambda: _env("KAFKA_RISK_TOPIC", "customer-risk"))
@@ -73,6 +76,18 @@ class Settings:
     sim_speed: float = field(default_factory=lambda: _env_float("STEDI_SIM_SPEED", 1.0))
     session_seconds: int = field(
         default_factory=lambda: _env_int("STEDI_SESSION_SECONDS", 8 * 3600)
+    )
+    # Signs session cookies; empty means a random key per start (sessions end on restart).
+    secret_key: str = field(default_factory=lambda: _env("STEDI_SECRET_KEY", ""), repr=False)
+    admin_user: str | None = field(default_factory=lambda: _env("STEDI_ADMIN_USER", "") or None)
+    admin_password: str | None = field(
+        default_factory=lambda: _env("STEDI_ADMIN_PASSWORD", "") or None, repr=False
+    )
+    # The Redis source's record of how far it got (see stedi/redis_source/publisher.py).
+    redis_source_state: str = field(
+        default_factory=lambda: _env(
+            "STEDI_REDIS_SOURCE_STATE", os.path.abspath("build/stack/redis-source.json")
+        )
     )
 
     def checkpoint(self, query_name: str) -> str:

@@ -281,7 +281,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         client = aioredis.Redis(
-            host=settings.redis_host, port=settings.redis_port, socket_timeout=5
+            host=settings.redis_host,
+            port=settings.redis_port,
+            password=settings.redis_password,
+            socket_timeout=5,
         )
         store = Store(client)
         publisher = RiskPublisher(settings.kafka_bootstrap_servers, settings.events_topic)
@@ -295,7 +298,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.publisher, app.state.feed = publisher, feed
         app.state.publish_risk = publish_risk
         # In the background: the app serves (and says Redis is down) while Redis is away.
-        prepare_task = asyncio.create_task(prepare_redis(store), name="prepare-redis")
+        prepare_task = asyncio.create_task(prepare_redis(store, settings), name="prepare-redis")
         publisher_task = asyncio.create_task(publisher.run(), name="risk-publisher")
         feed.start()
         if settings.simulate:
@@ -325,7 +328,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/static/vendor/chart.umd.min.js", chart_js),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    secret = os.environ.get("STEDI_SECRET_KEY") or secrets.token_urlsafe(32)
+    secret = settings.secret_key or secrets.token_urlsafe(32)
     middleware = [
         Middleware(
             SessionMiddleware,
@@ -343,13 +346,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
 
 
-async def prepare_redis(store: Store) -> None:
+async def prepare_redis(store: Store, settings: Settings) -> None:
     """Create `Customer` and `User` if missing; wait for Redis rather than fail the start."""
-    admin_email = os.environ.get("STEDI_ADMIN_USER") or None
-    admin_password = os.environ.get("STEDI_ADMIN_PASSWORD") or None
     while True:
         try:
-            generated = await store.ensure_keys(admin_email, admin_password)
+            generated = await store.ensure_keys(settings.admin_user, settings.admin_password)
             await store.load_history()
             break
         except (RedisError, OSError) as exc:

@@ -130,10 +130,10 @@ def resume_position(in_kafka: Position | None, in_file: Position | None) -> Posi
 
 
 class RedisSource:
-    def __init__(self, settings: Settings, state_file: str, password: str | None = None):
+    def __init__(self, settings: Settings):
         self.settings = settings
-        self.state_file = state_file
-        self.password = password
+        self.state_file = settings.redis_source_state
+        self.password = settings.redis_password
         self.stop_event = threading.Event()
         self.published = 0
 
@@ -236,11 +236,7 @@ class RedisSource:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings()
-    source = RedisSource(
-        settings,
-        state_file=os.environ.get("STEDI_REDIS_SOURCE_STATE", "build/stack/redis-source.json"),
-        password=os.environ.get("REDIS_PASSWORD") or None,
-    )
+    source = RedisSource(settings)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: source.stop_event.set())
     log.info(
