@@ -114,11 +114,11 @@ def progress_line(progress: dict) -> str:
     return line
 
 
-def _print_new_progress(query: StreamingQuery, printed: set) -> None:
+def _print_new_progress(query: StreamingQuery, last_printed: dict) -> None:
+    """Print the batches of `query` newer than the last one printed for it."""
     for progress in query.recentProgress:
-        key = (progress.get("id"), progress.get("batchId"))
-        if key not in printed:
-            printed.add(key)
+        if progress["batchId"] > last_printed.get(query.id, -1):
+            last_printed[query.id] = progress["batchId"]
             print(progress_line(progress), flush=True)
 
 
@@ -128,7 +128,7 @@ def run_queries(spark: SparkSession, queries: Sequence[StreamingQuery]) -> None:
     Progress is read from `recentProgress` by polling rather than from a listener,
     whose asynchronous events can be lost when an --available-now run exits.
     """
-    printed: set = set()
+    printed: dict = {}  # query id -> last batch id printed
     for query in queries:
         print(f"[{query.name}] started (id {query.id})", flush=True)
     try:

@@ -31,7 +31,9 @@ class Follower:
     """Prints the new lines of a log file with a prefix (a small `tail -f`)."""
 
     def __init__(self, prefix: str, path: Path):
-        self.prefix, self.path, self.position = prefix, path, 0
+        """Follows from the log's current end: earlier runs' lines are not repeated."""
+        self.prefix, self.path = prefix, path
+        self.position = path.stat().st_size if path.exists() else 0
 
     def poll(self) -> None:
         try:
@@ -102,7 +104,6 @@ def run(settings: Settings) -> int:
         for name, argv in JOBS.items():
             log_path = services.log_path(name)
             followers.append(Follower(name, log_path))
-            followers[-1].position = log_path.stat().st_size if log_path.exists() else 0
             jobs[name] = start_job(name, argv)
             command = " ".join(Path(a).name for a in argv)
             print(f">> {name}: {command} (pid {jobs[name].pid}), log {log_path}", flush=True)

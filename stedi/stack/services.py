@@ -90,7 +90,7 @@ class Service:
             return False
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.pid() is not None and _alive(pid):
+        while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.2)
         if _alive(pid):
             print(f"   {self.name} did not stop in {timeout:.0f} s: killing it", file=sys.stderr)
