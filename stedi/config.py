@@ -41,6 +41,10 @@ class Settings:
     kafka_bootstrap_servers: str = field(
         default_factory=lambda: _env("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
     )
+    # The local stack's KRaft controller listener (`make up` only; compose has its own).
+    kafka_controller_port: int = field(
+        default_factory=lambda: _env_int("STEDI_KAFKA_CONTROLLER_PORT", 9093)
+    )
     redis_host: str = field(default_factory=lambda: _env("REDIS_HOST", "localhost"))
     redis_port: int = field(default_factory=lambda: _env_int("REDIS_PORT", 6379))
     redis_password: str | None = field(

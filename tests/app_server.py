@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -14,9 +15,18 @@ ROOT = Path(__file__).resolve().parents[1]
 ADMIN_EMAIL, ADMIN_PASSWORD = "caregiver@test.com", "correct horse battery"
 
 
+def free_port() -> int:
+    """A port nothing listens on now (the OS picks it), for one test's server."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class AppServer:
-    def __init__(self, port: int, env: dict, log_path: Path, ready_status: int = 200):
-        """Starts the app; ready when /health answers `ready_status` (503: Redis away)."""
+    def __init__(self, env: dict, log_path: Path, ready_status: int = 200):
+        """Starts the app on a free port; ready when /health answers `ready_status`
+        (503: Redis away)."""
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         full_env = {

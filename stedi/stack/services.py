@@ -21,7 +21,6 @@ STACK_DIR = Path(os.environ.get("STEDI_STACK_DIR", ROOT / "build" / "stack"))
 KAFKA_JARS = ROOT / "build" / "jars" / "kafka"
 LOG_DIR = STACK_DIR / "logs"
 PID_DIR = STACK_DIR / "pids"
-CONTROLLER_PORT = 9093
 
 
 class StackError(RuntimeError):
@@ -192,12 +191,13 @@ def kafka_port(settings: Settings) -> int:
 
 def kafka_properties(settings: Settings) -> str:
     port = kafka_port(settings)
+    controller = settings.kafka_controller_port
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{CONTROLLER_PORT}",
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{CONTROLLER_PORT}",
+            f"controller.quorum.voters=1@127.0.0.1:{controller}",
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
             f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
@@ -253,7 +253,7 @@ def start_kafka(settings: Settings) -> None:
     if KAFKA.pid() is not None:
         print(f"   kafka already running (pid {KAFKA.pid()})")
         return
-    for port in (kafka_port(settings), CONTROLLER_PORT):
+    for port in (kafka_port(settings), settings.kafka_controller_port):
         if port_open(port):
             raise StackError(f"port {port} is taken by another process: stop it first")
     kafka_dir = STACK_DIR / "kafka"

@@ -61,7 +61,7 @@ def pipeline(stack, tmp_path_factory):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    app = AppServer(14569, env, work / "app.log")
+    app = AppServer(env, work / "app.log")
     yield app
     app.stop()
     os.killpg(join.pid, 15)

@@ -19,7 +19,7 @@ def app(stack, tmp_path_factory):
     events_topic = f"stedi-events-app-{uuid.uuid4().hex[:8]}"
     create_topics(stack, events_topic)
     log = tmp_path_factory.mktemp("app") / "app.log"
-    server = AppServer(14568, {"STEDI_EVENTS_TOPIC": events_topic}, log)
+    server = AppServer({"STEDI_EVENTS_TOPIC": events_topic}, log)
     server.events_topic = events_topic
     yield server
     server.stop()

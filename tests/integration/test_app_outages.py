@@ -25,7 +25,7 @@ def app_without_services(tmp_path):
         "REDIS_PORT": str(closed_port()),
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{closed_port()}",
     }
-    server = AppServer(14570, env, tmp_path / "app.log", ready_status=503)
+    server = AppServer(env, tmp_path / "app.log", ready_status=503)
     yield server
     server.stop()
 
@@ -54,7 +54,7 @@ def test_without_redis_and_kafka_the_app_serves_and_names_what_is_missing(app_wi
 
 @pytest.fixture
 def short_session_app(stack, tmp_path):
-    server = AppServer(14571, {"STEDI_SESSION_SECONDS": "2"}, tmp_path / "app.log")
+    server = AppServer({"STEDI_SESSION_SECONDS": "2"}, tmp_path / "app.log")
     yield server
     server.stop()
 

@@ -42,7 +42,8 @@ def test_down_then_up_keeps_topic_data_and_redis_data(stack, redis_client, uniqu
 
     stack_command("down")
     assert pids() == [None, None, None]
-    assert not services.port_open(9092) and not services.port_open(stack.redis_port)
+    assert not services.port_open(services.kafka_port(stack))
+    assert not services.port_open(stack.redis_port)
     stack_command("up")
 
     assert [r.value for r in read_all(stack, topic, 1)] == [b"kept"]
