@@ -17,6 +17,7 @@ from pathlib import Path
 
 from stedi.config import Settings
 from stedi.stack import services
+from stedi.stack.process import TAG
 
 JOBS = {
     "app": [sys.executable, "-m", "stedi.app"],
@@ -56,7 +57,8 @@ def start_job(name: str, argv: list[str]) -> subprocess.Popen:
         return subprocess.Popen(
             argv,
             # make run is the local, Docker-free path even when a compose stack runs.
-            env={**os.environ, "STEDI_SUBMIT": "local"},
+            # The tag lets `make down` find the job if this command dies without stopping it.
+            env={**os.environ, "STEDI_SUBMIT": "local", TAG: f"{services.STACK_DIR}:{name}"},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
