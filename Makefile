@@ -5,28 +5,45 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-MVN := mvn -q -B -Dstyle.color=never -f jvm/pom.xml
-SPARK_JARS := build/jars/spark/.stamp
-KAFKA_JARS := build/jars/kafka/.stamp
-VENV_STAMP := $(VENV)/.stamp
-SYSTEM_STAMP := build/.system-deps
+# Debian's Maven prints terminal resets around its output; jansi.noreset stops them.
+MVN := MAVEN_OPTS="$(MAVEN_OPTS) -Djansi.noreset=true" mvn -q -B -Dstyle.color=never -f jvm/pom.xml
+JARS := build/jars
+SPARK_JARS := $(JARS)/spark/.stamp
+KAFKA_JARS := $(JARS)/kafka/.stamp
+VENV_RUN := $(VENV)/.stamp-run
+VENV_TEST := $(VENV)/.stamp-test
+SYSTEM_RUN := build/.system-deps-run
+SYSTEM_TEST := build/.system-deps-test
 NODE_STAMP := node_modules/.stamp
 COMPOSECHECK := build/bin/composecheck
 
-.PHONY: help install run up down status clean test unit lint bench
+.PHONY: help install install-test run up down status clean test unit lint bench
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-install: $(SYSTEM_STAMP) $(VENV_STAMP) $(SPARK_JARS) $(KAFKA_JARS) $(NODE_STAMP) $(COMPOSECHECK) ## install everything (idempotent)
+# What running needs (make run, make up, the submit wrappers): no test tool.
+install: $(SYSTEM_RUN) $(VENV_RUN) $(SPARK_JARS) $(KAFKA_JARS) $(NODE_STAMP) ## install what running needs (idempotent)
 
-$(SYSTEM_STAMP): bin/system-deps
-	@bin/system-deps
+# What the tests need on top: Chromium, the Compose validator (Go), hadolint, pytest.
+install-test: install $(SYSTEM_TEST) $(VENV_TEST) $(COMPOSECHECK) ## install the test tools too (idempotent)
+
+$(SYSTEM_RUN): bin/system-deps
+	@bin/system-deps run
 	@mkdir -p build && touch $@
 
-$(VENV_STAMP): pyproject.toml
+$(SYSTEM_TEST): bin/system-deps
+	@bin/system-deps test
+	@mkdir -p build && touch $@
+
+$(VENV_RUN): pyproject.toml
 	@echo ">> Python environment in $(VENV)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[spark]'
+	@touch $@
+
+$(VENV_TEST): pyproject.toml $(VENV_RUN)
+	@echo ">> test tools into $(VENV)"
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[spark,test,dev]'
 	@touch $@
 
@@ -40,30 +57,30 @@ $(COMPOSECHECK): tools/composecheck/main.go tools/composecheck/go.mod tools/comp
 	@cd tools/composecheck && go build -o $(CURDIR)/$@ .
 
 $(SPARK_JARS): jvm/pom.xml
-	@echo ">> Spark's Kafka connector (Maven) into build/jars/spark"
-	@rm -rf build/jars/spark
-	@$(MVN) -P spark dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/build/jars/spark
+	@echo ">> Spark's Kafka connector (Maven) into $(JARS)/spark"
+	@rm -rf $(JARS)/spark
+	@$(MVN) -P spark dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(abspath $(JARS)/spark)
 	@touch $@
 
 $(KAFKA_JARS): jvm/pom.xml
-	@echo ">> Apache Kafka broker (Maven) into build/jars/kafka"
-	@rm -rf build/jars/kafka
-	@$(MVN) -P kafka dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/build/jars/kafka
+	@echo ">> Apache Kafka broker (Maven) into $(JARS)/kafka"
+	@rm -rf $(JARS)/kafka
+	@$(MVN) -P kafka dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(abspath $(JARS)/kafka)
 	@touch $@
 
-test: install ## run every test (unit, integration on a real Kafka and Redis)
+test: install-test ## run every test (unit, integration on a real Kafka and Redis)
 	@$(PY) -m pytest
 
-unit: install ## run the unit tests only (static micro-batches, no services)
+unit: install-test ## run the unit tests only (static micro-batches, no services)
 	@$(PY) -m pytest tests/unit
 
-lint: install ## ruff
+lint: install-test ## ruff
 	@$(VENV)/bin/ruff check .
 
 up: install ## start Kafka, Redis and the Redis source in the background (returns once they answer)
 	@$(PY) -m stedi.stack up
 
-down: ## stop what `make up` started (data is kept)
+down: ## stop everything this checkout's stack started (data is kept)
 	@if [ -x $(PY) ]; then $(PY) -m stedi.stack down; fi
 
 status: ## show the local stack's processes and logs

@@ -1,0 +1,64 @@
+"""`make run` installs only what running needs; `make test` adds the test tools."""
+
+import subprocess
+from pathlib import Path
+
+from tests.shell_support import path_without
+
+ROOT = Path(__file__).resolve().parents[2]
+# Chromium comes with `bin/system-deps test`; hadolint and pytest with the test extra.
+TEST_TOOLS = ("system-deps test", "composecheck", "go build", "test,dev")
+
+
+def dry_run(target: str) -> str:
+    """Every command `make <target>` would run on a machine with nothing installed."""
+    result = subprocess.run(
+        ["make", "--dry-run", "--always-make", "--no-print-directory", target],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_make_run_and_make_up_never_install_a_test_tool():
+    for target in ("run", "up"):
+        commands = dry_run(target)
+        assert "bin/system-deps run" in commands and "'.[spark]'" in commands
+        assert [tool for tool in TEST_TOOLS if tool in commands] == [], target
+
+
+def test_make_test_installs_the_test_tools():
+    commands = dry_run("test")
+    assert [tool for tool in TEST_TOOLS if tool not in commands] == []
+
+
+def run_system_deps(mode: str, path: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(ROOT / "bin" / "system-deps"), mode],
+        env={"PATH": path, "HOME": str(Path.home())},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_without_go_and_chromium_running_needs_nothing_and_testing_says_how_to_get_go(tmp_path):
+    path = path_without(tmp_path / "bin", "go", "chromium")
+    assert run_system_deps("run", path).returncode == 0
+    testing = run_system_deps("test", path)
+    assert testing.returncode == 1
+    assert "Go 1.24 or newer" in testing.stderr and "https://go.dev/dl/" in testing.stderr
+
+
+def test_the_install_output_has_no_terminal_codes(tmp_path):
+    """Maven's install step, run for real into a scratch folder."""
+    result = subprocess.run(
+        ["make", "--no-print-directory", f"JARS={tmp_path}", f"{tmp_path}/kafka/.stamp"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert any(tmp_path.glob("kafka/kafka_*.jar")), result.stdout
+    assert "\x1b[" not in result.stdout + result.stderr
