@@ -38,8 +38,11 @@ def _env_float(name: str, default: float) -> float:
 class Settings:
     """What the jobs, the Redis source and the app read; defaults match DESIGN.md."""
 
+    # KAFKA_BROKER is the original STEDI app's name for it; KAFKA_BOOTSTRAP_SERVERS wins if both.
     kafka_bootstrap_servers: str = field(
-        default_factory=lambda: _env("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
+        default_factory=lambda: _env(
+            "KAFKA_BOOTSTRAP_SERVERS", _env("KAFKA_BROKER", "localhost:9092")
+        )
     )
     # The local stack's KRaft controller listener (`make up` only; compose has its own).
     kafka_controller_port: int = field(

@@ -25,7 +25,7 @@ def free_port() -> int:
 class AppServer:
     def __init__(self, env: dict, log_path: Path, ready_status: int = 200):
         """Starts the app on a free port; ready when /health answers `ready_status`
-        (503: Redis away)."""
+        (503: Redis away). A variable given as None in `env` is unset."""
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
@@ -36,6 +36,7 @@ class AppServer:
             "STEDI_ADMIN_PASSWORD": ADMIN_PASSWORD,
             **env,
         }
+        full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset it
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "stedi.app"],

@@ -1,34 +1,68 @@
-"""The fall-risk model of STEDI-SPEC.md, pure: shared by manual tests and the simulator."""
+"""The fall-risk model of STEDI-SPEC.md, pure: shared by manual tests and the simulator.
+
+As the original STEDI app computes it: previous two tests minus recent two, so a
+score above zero means the customer got faster (improved), below zero slower.
+"""
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal
 
 MIN_TESTS = 4
 TOTAL_STEPS = 30
+CENTS = Decimal("0.01")
 
 
-def risk_score(durations_ms: Sequence[int]) -> float | None:
-    """Score from a customer's test durations (oldest first); None before the fourth test.
+@dataclass(frozen=True)
+class StepTest:
+    """What the score needs of a stored rapid step test, in epoch milliseconds."""
 
-    Mean of the two most recent minus mean of the two before them, in seconds,
-    rounded to 2 decimals: above zero is slower (a deterioration).
+    stop_ms: int
+    duration_ms: int
+
+
+@dataclass(frozen=True)
+class Risk:
+    """A customer's score and its date: the stop time of the most recent test."""
+
+    score: float
+    risk_date_ms: int
+
+
+def risk_score(tests: Iterable[StepTest]) -> Risk | None:
+    """The risk from a customer's tests, in any order; None before the fourth test.
+
+    The four most recent tests by stop time: mean duration of the two before
+    minus mean of the two most recent, in seconds, rounded HALF_UP to 2 decimals
+    in decimal arithmetic (float `round` gives 1.0 for 1.005), never -0.0.
     """
-    if len(durations_ms) < MIN_TESTS:
+    recent = sorted(tests, key=lambda t: t.stop_ms)[-MIN_TESTS:]
+    if len(recent) < MIN_TESTS:
         return None
-    a, b, c, d = durations_ms[-4:]
-    return round(((c + d) / 2 - (a + b) / 2) / 1000, 2)
+    a, b, c, d = (t.duration_ms for t in recent)
+    # (a+b)/2 - (c+d)/2 ms = (a+b-c-d)/2000 s: exact in Decimal, no float on the way.
+    score = (Decimal(a + b - c - d) / 2000).quantize(CENTS, rounding=ROUND_HALF_UP)
+    if score.is_zero():
+        score = Decimal(0)  # -0.004 rounds to -0.00: written as 0.0, not -0.0
+    return Risk(float(score), recent[-1].stop_ms)
 
 
-def risk_event(email: str, score: float, now: datetime | None = None) -> tuple[bytes, bytes]:
-    """(key, value) of a `stedi-events` record: key = publish time in epoch ms."""
+def iso_millis(epoch_ms: int) -> str:
+    """`2020-09-14T07:54:06.417Z`: ISO-8601 UTC with milliseconds, as the original."""
+    moment = datetime.fromtimestamp(epoch_ms // 1000, timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+
+
+def risk_event(email: str, risk: Risk, now: datetime | None = None) -> tuple[bytes, bytes]:
+    """(key, value) of a `stedi-events` record: key = publish time in epoch ms as a string."""
     now = now or datetime.now(timezone.utc)
     millis = int(now.timestamp() * 1000)
-    risk_date = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-    value = {"customer": email, "score": score, "riskDate": risk_date}
+    value = {"customer": email, "score": risk.score, "riskDate": iso_millis(risk.risk_date_ms)}
     return str(millis).encode(), json.dumps(value, separators=(",", ":")).encode()
 
 
@@ -38,9 +72,13 @@ def is_deteriorating(birth_year: int) -> bool:
 
 
 def next_duration_ms(previous_ms: int | None, birth_year: int, rng: random.Random) -> int:
-    """The simulator's next test duration for a customer."""
+    """The simulator's next test duration for a customer, in whole seconds as the original.
+
+    First test: 120 s minus 0-59 s. Then the 1950-1960 cohort gets 0-3 s slower
+    each time (so its scores are <= 0, in steps of 0.5); everyone else 61-120 s.
+    """
     if previous_ms is None:
         return (120 - rng.randint(0, 59)) * 1000
     if is_deteriorating(birth_year):
-        return previous_ms + rng.randint(0, 3000)
+        return previous_ms + rng.randint(0, 3) * 1000
     return rng.randint(61, 120) * 1000

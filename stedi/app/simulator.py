@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 
-from stedi.app.risk import next_duration_ms
+from stedi.app.risk import Risk, next_duration_ms
 from stedi.app.store import Store
 
 log = logging.getLogger("stedi.app.simulator")
@@ -34,7 +34,7 @@ LAST_NAMES = [
     "Young", "Zhang",
 ]  # fmt: skip
 
-Publish = Callable[[str, float], None]
+Publish = Callable[[str, Risk], None]
 
 
 def new_customers(existing_emails: set[str], rng: random.Random) -> list[dict]:
@@ -106,8 +106,19 @@ class Simulator:
         birth_year = int(customer["birthDay"][:4])
         duration = next_duration_ms(previous[customer["email"]], birth_year, self.rng)
         stop = int(time.time() * 1000)
-        _, score = await self.store.add_test(customer, stop - duration, stop)
+        _, risk = await self.store.add_test(customer, stop - duration, stop)
         previous[customer["email"]] = duration
         self.tests_run += 1
-        if score is not None:
-            self.publish(customer["email"], score)
+        if risk is not None:
+            self.publish(customer["email"], risk)
+        # About one progress line every 2 s of real time, whatever the speed.
+        if self.tests_run % max(1, round(self.speed)) == 0:
+            score = "none yet" if risk is None else risk.score
+            log.info(
+                "test %d: %s (born %d) took %d s, risk score %s",
+                self.tests_run,
+                customer["email"],
+                birth_year,
+                duration // 1000,
+                score,
+            )

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 
-from stedi.app.risk import TOTAL_STEPS, risk_score
+from stedi.app.risk import TOTAL_STEPS, Risk, StepTest, risk_score
 
 CUSTOMER, USER, RAPID_STEP_TEST = "Customer", "User", "RapidStepTest"
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -54,8 +54,8 @@ def validate_customer(name: str, email: str, phone: str, birth_day: str) -> dict
 @dataclass
 class Store:
     client: aioredis.Redis
-    # Test durations per customer email, oldest first: the risk score needs the last four.
-    durations: dict[str, list[int]] = field(default_factory=dict)
+    # Tests (stop time, duration) per customer email: the risk score needs the last four.
+    durations: dict[str, list[StepTest]] = field(default_factory=dict)
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())
@@ -75,8 +75,9 @@ class Store:
         self.durations.clear()
         for test in tests:
             email = (test.get("customer") or {}).get("email")
-            if email and isinstance(test.get("testTime"), int):
-                self.durations.setdefault(email, []).append(test["testTime"])
+            stop, duration = test.get("stopTime"), test.get("testTime")
+            if email and isinstance(stop, int) and isinstance(duration, int):
+                self.durations.setdefault(email, []).append(StepTest(stop, duration))
 
     # --- customers ----------------------------------------------------------------------
     async def customers(self) -> list[dict]:
@@ -131,8 +132,8 @@ class Store:
     # --- rapid step tests -------------------------------------------------------------
     async def add_test(
         self, customer: dict, start_ms: int, stop_ms: int
-    ) -> tuple[dict, float | None]:
-        """Store a finished test; returns it and the customer's new risk score (or None)."""
+    ) -> tuple[dict, Risk | None]:
+        """Store a finished test; returns it and the customer's new risk (or None)."""
         if stop_ms <= start_ms:
             raise InvalidInput("A test must stop after it starts.")
         test = {
@@ -144,7 +145,7 @@ class Store:
         }
         await self.client.zadd(RAPID_STEP_TEST, {_dumps(test): 0})
         history = self.durations.setdefault(customer["email"], [])
-        history.append(test["testTime"])
+        history.append(StepTest(stop_ms, test["testTime"]))
         return test, risk_score(history)
 
     async def ensure_keys(self, admin_email: str | None, admin_password: str | None) -> str | None:

@@ -29,7 +29,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from stedi.app.kafka_io import GRAPH_ROUND, RiskFeed, RiskPublisher
-from stedi.app.risk import TOTAL_STEPS, risk_event
+from stedi.app.risk import TOTAL_STEPS, Risk, risk_event
 from stedi.app.simulator import Simulator
 from stedi.app.store import InvalidInput, Store, validate_customer
 from stedi.config import Settings
@@ -42,10 +42,10 @@ CHART_JS = Path(
     os.environ.get("STEDI_CHART_JS")
     or ROOT / "node_modules" / "chart.js" / "dist" / "chart.umd.min.js"
 )
-GRAPH_TITLE = (
-    "STEDI Population Risk Change by Birth Year "
-    "(below zero is improvement, greater than zero is deterioration)"
-)
+# The original's title said "below zero is improvement", the opposite of its own
+# score (previous two tests minus recent two): the subtitle follows the numbers.
+GRAPH_TITLE = "STEDI Population Risk Change by Birth Year"
+GRAPH_SUBTITLE = "Above zero: improved (faster tests). Below zero: deteriorated (slower tests)."
 templates = Jinja2Templates(directory=HERE / "templates")
 
 
@@ -159,7 +159,9 @@ async def new_customer_page(request: Request):
 
 @login_required
 async def graph_page(request: Request):
-    return page(request, "graph.html", round_size=GRAPH_ROUND, title=GRAPH_TITLE)
+    return page(
+        request, "graph.html", round_size=GRAPH_ROUND, title=GRAPH_TITLE, subtitle=GRAPH_SUBTITLE
+    )
 
 
 # --- JSON API ------------------------------------------------------------------------------
@@ -201,9 +203,11 @@ async def api_tests(request: Request):
         start, stop = int(body["startTime"]), int(body["stopTime"])
     except (KeyError, TypeError, ValueError):
         raise InvalidInput("startTime and stopTime must be epoch milliseconds.") from None
-    test, score = await store.add_test(customer, start, stop)
-    if score is not None:
-        request.app.state.publish_risk(customer["email"], score)
+    test, risk = await store.add_test(customer, start, stop)
+    score = None if risk is None else risk.score
+    log.info("test stored for %s (%d ms), risk score %s", customer["email"], stop - start, score)
+    if risk is not None:
+        request.app.state.publish_risk(customer["email"], risk)
     return JSONResponse({"test": test, "score": score}, status_code=201)
 
 
@@ -290,8 +294,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         publisher = RiskPublisher(settings.kafka_bootstrap_servers, settings.events_topic)
         feed = RiskFeed(settings.kafka_bootstrap_servers, settings.risk_topic)
 
-        def publish_risk(email: str, score: float) -> None:
-            publisher.publish(*risk_event(email, score))
+        def publish_risk(email: str, risk: Risk) -> None:
+            publisher.publish(*risk_event(email, risk))
 
         simulator = Simulator(store, publish_risk, speed=settings.sim_speed)
         app.state.settings, app.state.store, app.state.simulator = settings, store, simulator
@@ -303,7 +307,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         feed.start()
         if settings.simulate:
             simulator.start()
-        log.info("STEDI app on http://127.0.0.1:%d", settings.app_port)
+        log.info(
+            "STEDI app on http://127.0.0.1:%d; Kafka at %s",
+            settings.app_port,
+            settings.kafka_bootstrap_servers,
+        )
         yield
         await simulator.stop()
         prepare_task.cancel()

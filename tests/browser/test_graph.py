@@ -96,9 +96,10 @@ def test_simulation_fills_the_graph_with_live_points_from_the_pipeline(pipeline,
     expect(page.locator("#simulation-state")).to_contain_text("on")
 
     page.goto(f"{pipeline.url}/graph")
-    expect(page.locator("#graph-title")).to_have_text(
-        "STEDI Population Risk Change by Birth Year "
-        "(below zero is improvement, greater than zero is deterioration)"
+    expect(page.locator("#graph-title")).to_have_text("STEDI Population Risk Change by Birth Year")
+    # The sign as the original computes it (previous two tests minus the recent two).
+    expect(page.locator("#graph-subtitle")).to_have_text(
+        "Above zero: improved (faster tests). Below zero: deteriorated (slower tests)."
     )
     rows = page.locator("#points tbody tr")
     expect(rows.nth(POINTS_WANTED - 1)).to_be_attached(timeout=PIPELINE_TIMEOUT_MS)
@@ -106,6 +107,8 @@ def test_simulation_fills_the_graph_with_live_points_from_the_pipeline(pipeline,
         birth_year, score = (cell.inner_text() for cell in row.locator("td").all())
         assert 1936 <= int(birth_year) <= 1965  # the simulator's 30 customers
         assert -60 <= float(score) <= 60
+        if 1950 <= int(birth_year) <= 1960:  # the deteriorating cohort: <= 0, steps of 0.5
+            assert float(score) <= 0 and (float(score) * 2).is_integer()
     plotted = page.evaluate("Chart.getChart('risk-chart').data.datasets[0].data.length")
     assert plotted >= POINTS_WANTED
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)

@@ -58,12 +58,60 @@ def test_no_version_key_and_every_image_public_and_pinned(project):
         assert "." not in repository.split("/")[0], f"{image}: not on Docker Hub"
 
 
-def test_spark_and_kafka_images_match_the_pinned_versions(project):
-    spark_tag = project["services"]["spark-master"]["image"].split(":")[1]
-    assert spark_tag.startswith(pom_property("spark.version") + "-")
-    assert "python3" in spark_tag
-    kafka_tag = project["services"]["kafka"]["image"].split(":")[1]
-    assert kafka_tag.split(".")[:2] == pom_property("kafka.version").split(".")[:2]
+# Tags checked against the image projects' own repositories (see README, "Docker"):
+# apache/spark-docker's versions.json (its newest Spark 4 tags with Python; no 4.2.0 yet),
+# and confluentinc/kafka-images' release tag v8.1.1. Confluent Platform 8.x ships Apache Kafka 4.x.
+PUBLISHED_SPARK_TAGS = {
+    "4.1.2-scala2.13-java17-python3-ubuntu",
+    "4.1.2-scala2.13-java21-python3-ubuntu",
+}
+CONFLUENT_TO_APACHE_KAFKA = {"8.0": "4.0", "8.1": "4.1"}
+
+
+def image_tag(project: dict, service: str) -> str:
+    return project["services"][service]["image"].rpartition(":")[2]
+
+
+def test_spark_and_kafka_images_are_published_tags_of_the_pinned_versions(project):
+    for name in ("spark-master", "spark-worker"):
+        assert image_tag(project, name) in PUBLISHED_SPARK_TAGS, name
+    for name in ("kafka", "kafka-init"):
+        image = project["services"][name]["image"]
+        assert image.startswith("confluentinc/cp-kafka:"), name
+        minor = ".".join(image_tag(project, name).split(".")[:2])
+        assert CONFLUENT_TO_APACHE_KAFKA[minor] == ".".join(
+            pom_property("kafka.version").split(".")[:2]
+        ), "the broker must run the Apache Kafka minor version that `make up` runs"
+
+
+def test_the_course_containers_are_named_broker_redis_and_stedi(project):
+    services = project["services"]
+    containers = {name: service.get("container_name") for name, service in services.items()}
+    assert containers["kafka"] == "broker"
+    assert containers["redis"] == "redis"
+    assert containers["stedi-app"] == "stedi"
+    # docker logs -f stedi: the app, with its simulator, runs in the foreground of `stedi`
+    assert services["stedi-app"]["command"] == ["python", "-m", "stedi.app"]
+
+
+def test_the_course_commands_work_inside_the_broker_and_redis(project):
+    services = project["services"]
+    # docker exec broker kafka-topics --bootstrap-server localhost:9092 --list: the healthcheck
+    # runs that very command, so the broker is healthy only if it works.
+    course = ["kafka-topics", "--bootstrap-server", "localhost:9092", "--list"]
+    assert services["kafka"]["healthcheck"]["test"] == ["CMD", *course]
+    environment = services["kafka"]["environment"]
+    assert "HOST://:9092" in environment["KAFKA_LISTENERS"]
+    assert "HOST://localhost:9092" in environment["KAFKA_ADVERTISED_LISTENERS"]
+    # cp-kafka refuses to start in KRaft mode without a cluster id
+    assert "controller" in environment["KAFKA_PROCESS_ROLES"] and environment["CLUSTER_ID"]
+    assert "kafka-topics --bootstrap-server kafka:19092" in " ".join(
+        services["kafka-init"]["command"]
+    )
+    # docker exec -it redis redis-cli: the official image's redis-cli, on the default port
+    assert services["redis"]["image"].startswith("redis:")
+    assert "--port" not in services["redis"]["command"]
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
 
 
 def test_host_ports_are_the_local_ones_on_loopback(project):
@@ -161,14 +209,15 @@ def run_wrapper(env, *args):
     assert result.returncode == 0, result.stderr
 
 
-def test_wrappers_submit_inside_spark_master_when_the_compose_stack_runs(fake_tools):
+def test_wrappers_submit_inside_spark_master_when_the_compose_stack_runs(fake_tools, project):
     env, record = fake_tools
     run_wrapper({**env, "FAKE_COMPOSE_SERVICES": "kafka,redis,spark-master"}, "--available-now")
     submit = record.read_text().splitlines()[-1]
     assert submit.startswith("docker compose -f ")
     assert " exec -T spark-master /opt/spark/bin/spark-submit " in submit
     assert " --master spark://spark-master:7077 " in submit
-    version = pom_property("spark.version")
+    # the connector of the image's Spark, which may trail pyspark's pin
+    version = project["services"]["spark-master"]["image"].split(":")[1].split("-")[0]
     assert f" --packages org.apache.spark:spark-sql-kafka-0-10_2.13:{version} " in submit
     assert " --conf spark.jars.ivy=/tmp/.ivy2 " in submit
     assert submit.endswith(" /opt/stedi/sparkpykafkajoin.py --available-now")

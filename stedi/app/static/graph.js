@@ -17,7 +17,8 @@ const chart = new Chart(canvas, {
         title: { display: true, text: "birth year" },
         ticks: { precision: 0, callback: (value) => String(value) },  // 1950, not 1,950
       },
-      y: { title: { display: true, text: "risk score" } },
+      // The sign as the original computes it: previous two tests minus the recent two.
+      y: { title: { display: true, text: "risk score (s): > 0 improved, < 0 deteriorated" } },
     },
   },
 });
