@@ -311,13 +311,16 @@ def start_redis_source() -> None:
     if REDIS_SOURCE.pid() is not None:
         print(f"   redis source already running (pid {REDIS_SOURCE.pid()})")
         return
+    from stedi.redis_source import health
+
     state = STACK_DIR / "redis-source.json"
+    Path(health.health_path(str(state))).unlink(missing_ok=True)  # a previous run's verdict
     REDIS_SOURCE.start(
         [sys.executable, "-m", "stedi.redis_source"],
         env={"STEDI_REDIS_SOURCE_STATE": str(state), "PYTHONUNBUFFERED": "1"},
     )
-    time.sleep(1)
-    REDIS_SOURCE.wait_until(lambda: True, "start", 5)
+    # Ready: streaming from Redis (snapshot published, if any) and connected to Kafka.
+    REDIS_SOURCE.wait_until(lambda: health.ready(str(state)), "connect to Redis and Kafka", 180)
     print(f"   redis source running (pid {REDIS_SOURCE.pid()}), log {log_path('redis-source')}")
 
 

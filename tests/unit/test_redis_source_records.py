@@ -2,7 +2,7 @@
 
 import json
 
-from stedi.redis_source.publisher import Position, resume_position
+from stedi.redis_source.state import Position, resume_position
 from stedi.redis_source.records import MAX_DOUBLE, command_record
 
 
