@@ -3,9 +3,13 @@
 kafka-python's `flush()` only logs a batch that failed (expired after
 `delivery_timeout_ms`, refused by the broker) and returns normally, so the
 source keeps the future of every record it sends and checks each one with
-`get()`. A record Kafka refuses as too large becomes a small dead letter (the
-source moves on); any other failure raises DeliveryError, and the source goes
-back to its last confirmed position.
+`get()`. Any failure raises DeliveryError, and the source goes back to its last
+confirmed position.
+
+A record too large for the topic is never sent: the broker's refusal is fatal to
+kafka-python's idempotent producer (it then fails every record after it too), so
+the source reads the topic's `max.message.bytes` and measures each record
+itself. Such a record becomes a small dead letter, and the source moves on.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.errors import KafkaError
 
 from stedi.config import Settings
 from stedi.redis_source.records import too_large_record
@@ -25,7 +30,27 @@ REPLID_HEADER = "redis.replid"
 OFFSET_HEADER = "redis.offset"
 SNAPSHOT_HEADER = "redis.snapshot"
 LINGER_MS = 5
-TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+# Room for the record batch's and the record's own framing around key, value and headers.
+FRAMING_BYTES = 512
+
+
+def topic_record_limit(settings: Settings) -> int:
+    """The largest record the Redis topic accepts: its effective `max.message.bytes`."""
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=20000
+    )
+    try:
+        topic = settings.redis_topic
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, ["max.message.bytes"])
+        configs = admin.describe_configs([resource], config_filter="all")
+        return int(configs["topic"][topic]["max.message.bytes"]["value"])
+    finally:
+        admin.close()
+
+
+def record_size(key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> int:
+    """An upper bound of a record's size in a batch of its own."""
+    return len(key) + len(value) + sum(len(k) + len(v) for k, v in headers) + FRAMING_BYTES
 
 
 class DeliveryError(RuntimeError):
@@ -56,15 +81,16 @@ class Outgoing:
 class Delivery:
     """A Kafka producer whose sends are confirmed in batches by `confirm()`."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, max_record_bytes: int, producer=None):
         self.settings = settings
+        self.max_record_bytes = max_record_bytes
         delivery_ms = settings.redis_source_delivery_timeout_ms
         # Kafka requires delivery timeout >= linger + request timeout.
         request_ms = max(1000, min(30000, delivery_ms - LINGER_MS))
         # Every future resolves within the delivery timeout; the margin covers the sender's
         # own scheduling. Waiting longer than this means the producer itself is stuck.
         self.wait_s = (delivery_ms + request_ms) / 1000 + 30
-        self.producer = KafkaProducer(
+        self.producer = producer or KafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             acks="all",
             enable_idempotence=True,
@@ -72,6 +98,9 @@ class Delivery:
             request_timeout_ms=request_ms,
             delivery_timeout_ms=max(delivery_ms, request_ms + LINGER_MS),
             max_block_ms=min(30000, delivery_ms),
+            max_request_size=max(max_record_bytes, 1048576),
+            # A batch of several records stays under the topic's limit too.
+            batch_size=min(16384, max_record_bytes),
         )
         self.pending: list[tuple[Outgoing, object]] = []
         self.too_large: list[tuple[Outgoing, int, str]] = []
@@ -80,33 +109,31 @@ class Delivery:
 
     def send(self, record: Outgoing) -> None:
         """Queue a record; it counts only after `confirm()` returned."""
+        headers = record.headers()
+        size = record_size(record.key, record.value, headers)
+        if size > self.max_record_bytes:
+            limit = f"over the topic's max.message.bytes of {self.max_record_bytes}"
+            self.too_large.append((record, len(record.value), f"{size} bytes {limit}"))
+            return
         try:
             future = self.producer.send(
-                self.settings.redis_topic,
-                key=record.key,
-                value=record.value,
-                headers=record.headers(),
+                self.settings.redis_topic, key=record.key, value=record.value, headers=headers
             )
-        except TOO_LARGE as exc:  # the producer's own size check, before sending
-            self.too_large.append((record, len(record.value), str(exc)))
-            return
         except KafkaError as exc:  # no metadata or no buffer within max_block_ms
-            raise DeliveryError(f"cannot send to {self.settings.redis_topic}: {exc}") from exc
+            raise DeliveryError(f"cannot send to {self.settings.redis_topic}: {exc!r}") from exc
         self.pending.append((record, future))
 
     def confirm(self) -> int:
         """Wait until Kafka confirmed every record sent since the last call; returns how many.
 
-        Records refused as too large are dead-lettered (and those confirmed) first.
+        The records too large for the topic are then dead-lettered (and those confirmed).
         Raises DeliveryError if any record is not confirmed.
         """
         pending, self.pending = self.pending, []
         failures = []
-        for record, future in pending:
+        for _record, future in pending:
             try:
                 future.get(timeout=self.wait_s)
-            except TOO_LARGE as exc:  # the broker's limit (the topic's max.message.bytes)
-                self.too_large.append((record, len(record.value), str(exc)))
             except KafkaError as exc:
                 failures.append(exc)
         if failures:

@@ -40,6 +40,7 @@ from stedi.redis_source.delivery import (
     Delivery,
     DeliveryError,
     Outgoing,
+    topic_record_limit,
 )
 from stedi.redis_source.health import Heartbeat, Status
 from stedi.redis_source.records import command_record, set_value, zadd_value
@@ -193,7 +194,7 @@ class RedisSource:
         status = self.status
         status.redis = "connecting"
         position = resume_position(newest_published(self.settings), load_state(self.state_file))
-        delivery = Delivery(self.settings)
+        delivery = Delivery(self.settings, topic_record_limit(self.settings))
         link = ReplicaConnection(self.settings.redis_host, self.settings.redis_port, self.password)
         confirmed = position  # everything up to here is confirmed by Kafka
         try:
