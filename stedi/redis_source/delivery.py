@@ -130,6 +130,13 @@ class Delivery:
         Raises DeliveryError if any record is not confirmed.
         """
         pending, self.pending = self.pending, []
+        if pending:
+            try:  # sends at once, without waiting for linger_ms; failures are in the futures
+                self.producer.flush(timeout=self.wait_s)
+            except KafkaError as exc:
+                raise DeliveryError(
+                    f"Kafka did not confirm in {self.wait_s:.0f} s: {exc!r}"
+                ) from exc
         failures = []
         for _record, future in pending:
             try:

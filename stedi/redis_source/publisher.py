@@ -193,7 +193,11 @@ class RedisSource:
         """One connection's life: resume position, sync, stream until stopped or broken."""
         status = self.status
         status.redis = "connecting"
-        position = resume_position(newest_published(self.settings), load_state(self.state_file))
+        in_kafka = newest_published(self.settings)
+        position = resume_position(in_kafka, load_state(self.state_file))
+        # Resuming after a failed delivery: until the stream passes the newest record Kafka
+        # holds, saved positions stay exact (the file must keep winning over the topic).
+        exact_until = in_kafka.offset if position and position.exact else -1
         delivery = Delivery(self.settings, topic_record_limit(self.settings))
         link = ReplicaConnection(self.settings.redis_host, self.settings.redis_port, self.password)
         confirmed = position  # everything up to here is confirmed by Kafka
@@ -211,10 +215,12 @@ class RedisSource:
                 log.warning("full resync done: %d records published from the snapshot", count)
             else:
                 log.info("continuing replication %s after offset %d", replid, offset)
-            confirmed = Position(replid, offset)
+            if sync.full:
+                exact_until = -1  # a new stream: the snapshot republished everything
+            confirmed = saved = Position(replid, offset, exact=offset < exact_until)
             save_state(self.state_file, confirmed)
             status.redis, status.last_error, status.delivery_error = "streaming", "", ""
-            last_report = time.monotonic()
+            last_report = saved_at = time.monotonic()
             while not self.stop_event.is_set():
                 status.position = f"{replid}@{offset}"
                 status.progress()
@@ -227,13 +233,17 @@ class RedisSource:
                 delivery.confirm()  # raises DeliveryError: nothing below runs then
                 self._count(delivery)
                 status.delivery_error = ""
-                if offset != confirmed.offset:
-                    confirmed = Position(replid, offset)
-                    save_state(self.state_file, confirmed)
+                confirmed = Position(replid, offset, exact=offset < exact_until)
                 link.ack(offset)
+                # Saved once a second, not per batch (an fsync each): Kafka's newest record
+                # is the truth of what was published, the file only has to catch up.
+                if confirmed != saved and time.monotonic() - saved_at >= 1.0:
+                    save_state(self.state_file, confirmed)
+                    saved, saved_at = confirmed, time.monotonic()
                 if time.monotonic() - last_report >= 30:
                     log.info("%d records published so far, offset %d", self.published, offset)
                     last_report = time.monotonic()
+            save_state(self.state_file, confirmed)  # stopped: everything confirmed is saved
         except DeliveryError as exc:
             status.delivery_error = str(exc)
             if confirmed is not None:
