@@ -80,27 +80,34 @@ class Status:
 
 
 class Heartbeat:
-    """A daemon thread: probes Kafka's metadata and writes the health file every second."""
+    """Two daemon threads: one probes Kafka's metadata, one writes the health file each second.
+
+    Apart, so that a probe stuck on a hung broker cannot stop the heartbeat: the
+    probe's answer just grows old, which the verdict reports.
+    """
 
     def __init__(self, status: Status, state_path: str, probe, stop: threading.Event):
         self.status, self.path, self.probe, self.stop = status, health_path(state_path), probe, stop
-        self.thread = threading.Thread(target=self._run, name="health", daemon=True)
+        self.thread = threading.Thread(target=self._beat, name="health", daemon=True)
+        self.prober = threading.Thread(target=self._probe, name="kafka-probe", daemon=True)
 
     def start(self) -> None:
         Path(self.path).unlink(missing_ok=True)  # never let a previous run's file speak for us
+        self.prober.start()
         self.thread.start()
 
-    def _run(self) -> None:
-        next_probe = 0.0
+    def _probe(self) -> None:
         while not self.stop.is_set():
-            if time.monotonic() >= next_probe:
-                try:
-                    self.probe()
-                    self.status.kafka_probe_ok_at = time.monotonic()
-                    self.status.kafka_probe_error = ""
-                except Exception as exc:  # any failure to answer means "not connected"
-                    self.status.kafka_probe_error = str(exc) or type(exc).__name__
-                next_probe = time.monotonic() + KAFKA_PROBE_EVERY
+            try:
+                self.probe()
+                self.status.kafka_probe_ok_at = time.monotonic()
+                self.status.kafka_probe_error = ""
+            except Exception as exc:  # any failure to answer means "not connected"
+                self.status.kafka_probe_error = str(exc) or type(exc).__name__
+            self.stop.wait(KAFKA_PROBE_EVERY)
+
+    def _beat(self) -> None:
+        while not self.stop.is_set():
             self.write()
             self.stop.wait(1.0)
         self.write(stopped=True)
