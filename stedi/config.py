@@ -96,6 +96,11 @@ class Settings:
             "STEDI_REDIS_SOURCE_STATE", os.path.abspath("build/stack/redis-source.json")
         )
     )
+    # How long the Redis source's producer tries to deliver a record before it reports a
+    # failure; the source then goes back to its last confirmed position and retries.
+    redis_source_delivery_timeout_ms: int = field(
+        default_factory=lambda: _env_int("STEDI_REDIS_SOURCE_DELIVERY_TIMEOUT_MS", 120000)
+    )
 
     def checkpoint(self, query_name: str) -> str:
         """One checkpoint folder per query, so each restarts where it stopped."""

@@ -1,49 +1,56 @@
-"""The Redis source's loop: resume from Kafka, PSYNC, publish, acknowledge.
+"""The Redis source's loop: resume from Kafka, PSYNC, publish, confirm, acknowledge.
 
-Lossless and without duplicates across restarts: each published record carries
-the replication id and offset of its command in Kafka headers, so the topic
-itself remembers how far the source got. On start the source reads the newest
-record of the topic and asks Redis to continue right after it (PSYNC). Redis
-keeps the writes in its replication backlog (sized in the stack's redis.conf)
-while the source is down. Only when Redis cannot continue (first start, backlog
-overrun, Redis restarted under a new replication id) does it do a full resync:
-it then publishes every member of every sorted set and every string once more,
-which it logs, and goes on from the resync point. Writes made during that
-snapshot may then appear twice.
+Lossless across restarts and outages: each published record carries the
+replication id and offset of its command in Kafka headers, so the topic itself
+remembers how far the source got. On start the source reads the newest record
+of the topic (and its state file) and asks Redis to continue right after it
+(PSYNC). Redis keeps the writes in its replication backlog (sized in the stack's
+redis.conf) while the source is down or Kafka is.
+
+A position is saved, and acknowledged to Redis, only once Kafka has confirmed
+every record up to it. When Kafka fails to confirm a record (down, hung past the
+delivery timeout), the source marks its last confirmed position as the exact
+place to resume, drops the link and the producer, and retries with back-off;
+records Kafka had stored after that position are then published again (same
+`redis.replid` and `redis.offset` headers: a repeat). A record too large for
+the topic is dead-lettered as a small record, and the source moves on.
+
+Only when Redis cannot continue (first start, backlog overrun, Redis restarted
+under a new replication id) does it do a full resync: it then publishes every
+member of every sorted set and every string once more, which it logs, and goes
+on from the resync point. Writes made during that snapshot may then appear twice.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
-import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
 
 import redis
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from stedi.config import Settings
+from stedi.redis_source.delivery import (
+    OFFSET_HEADER,
+    REPLID_HEADER,
+    SNAPSHOT_HEADER,
+    Delivery,
+    DeliveryError,
+    Outgoing,
+    topic_record_limit,
+)
+from stedi.redis_source.health import Heartbeat, Status
 from stedi.redis_source.records import command_record, set_value, zadd_value
 from stedi.redis_source.replication import ReplicaConnection, SyncResult
+from stedi.redis_source.state import Position, load_state, resume_position, save_state
 
 log = logging.getLogger("stedi.redis_source")
 
-REPLID_HEADER = "redis.replid"
-OFFSET_HEADER = "redis.offset"
-SNAPSHOT_HEADER = "redis.snapshot"
-SNAPSHOT_CHUNK = 500
-
-
-@dataclass(frozen=True)
-class Position:
-    """A point of a Redis replication stream: everything up to `offset` is published."""
-
-    replid: str
-    offset: int
-    snapshot: bool = False  # a snapshot record: the snapshot may not have finished
+SNAPSHOT_CHUNK = 500  # snapshot records confirmed at a time
+KAFKA_READ_TIMEOUT_MS = 20000
 
 
 def newest_published(settings: Settings) -> Position | None:
@@ -52,6 +59,7 @@ def newest_published(settings: Settings) -> Position | None:
         bootstrap_servers=settings.kafka_bootstrap_servers,
         enable_auto_commit=False,
         group_id=None,
+        request_timeout_ms=KAFKA_READ_TIMEOUT_MS,
     )
     try:
         partitions = consumer.partitions_for_topic(settings.redis_topic)
@@ -91,42 +99,34 @@ def newest_published(settings: Settings) -> Position | None:
         consumer.close()
 
 
-def load_state(path: str) -> Position | None:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-        return Position(data["replid"], int(data["offset"]))
-    except FileNotFoundError:
-        return None
-    except (ValueError, KeyError) as exc:
-        log.warning("ignoring unreadable state file %s: %s", path, exc)
-        return None
+class KafkaProbe:
+    """A metadata request to Kafka, for the health file: raises when Kafka does not answer."""
 
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.admin: KafkaAdminClient | None = None
 
-def save_state(path: str, position: Position) -> None:
-    """Atomically record that everything up to `position` is published (and acknowledged)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump({"replid": position.replid, "offset": position.offset}, f)
-    os.replace(tmp, path)
+    def __call__(self) -> None:
+        try:
+            if self.admin is None:
+                self.admin = KafkaAdminClient(
+                    bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                    client_id="stedi-redis-source-health",
+                    request_timeout_ms=5000,
+                )
+            if self.settings.redis_topic not in self.admin.list_topics():
+                raise RuntimeError(f"topic {self.settings.redis_topic!r} does not exist")
+        except Exception:
+            self.close()
+            raise
 
-
-def resume_position(in_kafka: Position | None, in_file: Position | None) -> Position | None:
-    """Where to PSYNC from; None means a full resync.
-
-    Kafka is the truth of what was published (the file may lag by one flush after
-    a crash); the file also remembers commands that published nothing (PING,
-    other commands) and that a snapshot finished.
-    """
-    if in_kafka is None:
-        return None  # empty topic: (re)publish everything
-    same_stream = in_file is not None and in_file.replid == in_kafka.replid
-    if same_stream and in_file.offset >= in_kafka.offset:
-        return in_file
-    if in_kafka.snapshot:
-        return None  # a snapshot that did not finish
-    return in_kafka
+    def close(self) -> None:
+        if self.admin is not None:
+            admin, self.admin = self.admin, None
+            try:
+                admin.close()
+            except Exception as exc:  # closing a client of a dead broker may fail too
+                log.debug("closing the health probe's Kafka client: %s", exc)
 
 
 class RedisSource:
@@ -135,52 +135,72 @@ class RedisSource:
         self.state_file = settings.redis_source_state
         self.password = settings.redis_password
         self.stop_event = threading.Event()
+        delivery_s = settings.redis_source_delivery_timeout_ms / 1000
+        # A confirm may wait about two delivery timeouts; no progress for longer is a wedge.
+        self.status = Status(stall_limit=2 * delivery_s + 90)
         self.published = 0
+        self.dead_letters = 0
 
-    def _producer(self) -> KafkaProducer:
-        return KafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            max_block_ms=30000,
-        )
+    def _count(self, delivery: Delivery) -> None:
+        """Carry the producer's confirmed counts into the source's totals (and the health file)."""
+        self.published += delivery.confirmed
+        self.dead_letters += delivery.dead_letters
+        delivery.confirmed = delivery.dead_letters = 0
+        self.status.published, self.status.dead_letters = self.published, self.dead_letters
 
-    def _send(self, producer, key: bytes, value: bytes, replid: str, offset: int, snapshot=False):
-        headers = [(REPLID_HEADER, replid.encode()), (OFFSET_HEADER, str(offset).encode())]
-        if snapshot:
-            headers.append((SNAPSHOT_HEADER, b"1"))
-        producer.send(self.settings.redis_topic, key=key, value=value, headers=headers)
-        self.published += 1
+    def _snapshot(self, delivery: Delivery, link: ReplicaConnection, sync: SyncResult) -> int:
+        """Publish what Redis holds now: every sorted-set member and every string.
 
-    def _snapshot(self, producer, sync: SyncResult) -> int:
-        """Publish what Redis holds now: every sorted-set member and every string."""
+        Confirmed in chunks; the replication link is acknowledged every second meanwhile,
+        so Redis does not drop a replica that is busy with a long snapshot.
+        """
         client = redis.Redis(
-            host=self.settings.redis_host, port=self.settings.redis_port, password=self.password
+            host=self.settings.redis_host,
+            port=self.settings.redis_port,
+            password=self.password,
+            socket_timeout=30,
+            socket_connect_timeout=10,
         )
-        count = 0
+        count, last_ack = 0, time.monotonic()
+
+        def emit(key: bytes, value: bytes, command: str) -> None:
+            nonlocal count, last_ack
+            delivery.send(Outgoing(key, value, command, sync.replid, sync.offset, snapshot=True))
+            count += 1
+            if len(delivery.pending) >= SNAPSHOT_CHUNK:
+                delivery.confirm()
+                self._count(delivery)
+                self.status.progress()
+            if time.monotonic() - last_ack >= 1.0:
+                link.ack(sync.offset)
+                last_ack = time.monotonic()
+
         try:
             for key in client.scan_iter(_type="zset", count=1000):
                 for member, score in client.zscan_iter(key, count=SNAPSHOT_CHUNK):
-                    value = zadd_value(key, [(member, float(score))])
-                    self._send(producer, key, value, sync.replid, sync.offset, snapshot=True)
-                    count += 1
+                    emit(key, zadd_value(key, [(member, float(score))]), "ZADD")
             for key in client.scan_iter(_type="string", count=1000):
                 value = client.get(key)
                 if value is not None:
-                    record = set_value(key, value)
-                    self._send(producer, key, record, sync.replid, sync.offset, snapshot=True)
-                    count += 1
+                    emit(key, set_value(key, value), "SET")
         finally:
             client.close()
-        producer.flush()
+        delivery.confirm()
+        self._count(delivery)
         return count
 
     def run_once(self) -> None:
         """One connection's life: resume position, sync, stream until stopped or broken."""
-        position = resume_position(newest_published(self.settings), load_state(self.state_file))
-        producer = self._producer()
+        status = self.status
+        status.redis = "connecting"
+        in_kafka = newest_published(self.settings)
+        position = resume_position(in_kafka, load_state(self.state_file))
+        # Resuming after a failed delivery: until the stream passes the newest record Kafka
+        # holds, saved positions stay exact (the file must keep winning over the topic).
+        exact_until = in_kafka.offset if position and position.exact else -1
+        delivery = Delivery(self.settings, topic_record_limit(self.settings))
         link = ReplicaConnection(self.settings.redis_host, self.settings.redis_port, self.password)
+        confirmed = position  # everything up to here is confirmed by Kafka
         try:
             if position is None:
                 sync = link.psync(None, None)
@@ -188,49 +208,79 @@ class RedisSource:
                 sync = link.psync(position.replid, position.offset)
             replid, offset = sync.replid, sync.offset
             if sync.full:
+                status.redis = "syncing"
                 reason = f"cannot continue {position}" if position else "nothing published yet"
                 log.warning("full resync (%s): publishing a snapshot of Redis", reason)
-                count = self._snapshot(producer, sync)
+                count = self._snapshot(delivery, link, sync)
                 log.warning("full resync done: %d records published from the snapshot", count)
             else:
                 log.info("continuing replication %s after offset %d", replid, offset)
-            save_state(self.state_file, Position(replid, offset))
-            last_report, saved = time.monotonic(), offset
+            if sync.full:
+                exact_until = -1  # a new stream: the snapshot republished everything
+            confirmed = saved = Position(replid, offset, exact=offset < exact_until)
+            save_state(self.state_file, confirmed)
+            status.redis, status.last_error, status.delivery_error = "streaming", "", ""
+            last_report = saved_at = time.monotonic()
             while not self.stop_event.is_set():
-                sent = False
+                status.position = f"{replid}@{offset}"
+                status.progress()
                 for argv, size in link.read_commands():
                     offset += size
                     record = command_record(argv)
                     if record is not None:
-                        self._send(producer, record[0], record[1], replid, offset)
-                        sent = True
-                if sent:
-                    producer.flush()
-                if offset != saved:
-                    save_state(self.state_file, Position(replid, offset))
-                    saved = offset
+                        command = argv[0].upper().decode(errors="replace")
+                        delivery.send(Outgoing(record[0], record[1], command, replid, offset))
+                delivery.confirm()  # raises DeliveryError: nothing below runs then
+                self._count(delivery)
+                status.delivery_error = ""
+                confirmed = Position(replid, offset, exact=offset < exact_until)
                 link.ack(offset)
+                # Saved once a second, not per batch (an fsync each): Kafka's newest record
+                # is the truth of what was published, the file only has to catch up.
+                if confirmed != saved and time.monotonic() - saved_at >= 1.0:
+                    save_state(self.state_file, confirmed)
+                    saved, saved_at = confirmed, time.monotonic()
                 if time.monotonic() - last_report >= 30:
                     log.info("%d records published so far, offset %d", self.published, offset)
                     last_report = time.monotonic()
+            save_state(self.state_file, confirmed)  # stopped: everything confirmed is saved
+        except DeliveryError as exc:
+            status.delivery_error = str(exc)
+            if confirmed is not None:
+                # What Kafka stored after `confirmed` may have gaps: resume exactly here.
+                save_state(self.state_file, dataclasses.replace(confirmed, exact=True))
+            where = f"offset {confirmed.offset} of {confirmed.replid}" if confirmed else "a resync"
+            raise DeliveryError(f"{exc}; going back to {where}") from exc
         finally:
             link.close()
-            # close() flushes; bounded so an unreachable Kafka cannot hang a stop.
-            producer.close(timeout=10)
+            delivery.close()
 
     def run(self) -> None:
-        """Run until stopped; on any failure, start over from the position in Kafka."""
+        """Run until stopped; on any failure, start over from the last confirmed position."""
+        heartbeat = Heartbeat(
+            self.status, self.state_file, KafkaProbe(self.settings), self.stop_event
+        )
+        heartbeat.start()
         backoff = 1.0
         while not self.stop_event.is_set():
             try:
                 self.run_once()
             except Exception as exc:  # Kafka or Redis down: both are retried
-                log.error("%s: retrying in %.0f s", exc, backoff)
+                if self.status.redis == "streaming":
+                    backoff = 1.0  # it worked until now: retry soon
+                self.status.redis = "retrying"
+                self.status.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("%s: retrying in %.0f s", self.status.last_error, backoff)
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
             else:
                 backoff = 1.0
-        log.info("stopped after publishing %d records", self.published)
+        heartbeat.thread.join(timeout=10)
+        log.info(
+            "stopped after publishing %d records (%d dead letters)",
+            self.published,
+            self.dead_letters,
+        )
 
 
 def main() -> None:
@@ -240,10 +290,11 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: source.stop_event.set())
     log.info(
-        "Redis %s:%d -> Kafka %s topic %s",
+        "Redis %s:%d -> Kafka %s topic %s (dead letters to %s)",
         settings.redis_host,
         settings.redis_port,
         settings.kafka_bootstrap_servers,
         settings.redis_topic,
+        settings.dead_letter_topic,
     )
     source.run()

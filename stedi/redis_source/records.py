@@ -119,3 +119,39 @@ def command_record(argv: list[bytes]) -> tuple[bytes, bytes] | None:
     except ValueError:
         return None  # a score or expiry that is not a number: Redis itself refused it
     return None
+
+
+DEAD_LETTER_KEY_BYTES = 1024  # a dead letter carries at most this much of the Redis key
+
+
+def too_large_record(
+    key: bytes,
+    command: str,
+    size: int,
+    topic: str,
+    replid: str,
+    offset: int,
+    snapshot: bool,
+    reason: str,
+) -> tuple[bytes, bytes]:
+    """(Kafka key, value) of the dead letter for a write whose record Kafka refused as too large.
+
+    Small by construction: the Redis key (cut to DEAD_LETTER_KEY_BYTES, with its full
+    length), the command, the refused record's size and where it was in the stream.
+    """
+    cut = key[:DEAD_LETTER_KEY_BYTES]
+    value = _dumps(
+        {
+            "source": "redis-source",
+            "topic": topic,
+            "key": _b64(cut),
+            "keySize": len(key),
+            "command": command,
+            "size": size,
+            "replid": replid,
+            "offset": offset,
+            "snapshot": snapshot,
+            "reason": reason[:500],
+        }
+    )
+    return cut, value

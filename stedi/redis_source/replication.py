@@ -31,13 +31,28 @@ class SyncResult:
 
 
 class ReplicaConnection:
-    """One replication link to a Redis master."""
+    """One replication link to a Redis master.
 
-    def __init__(self, host: str, port: int, password: str | None = None, timeout: float = 1.0):
-        self.host, self.port, self.password, self.timeout = host, port, password, timeout
+    Every read has a deadline: a master that sends nothing for `idle_timeout`
+    seconds (it pings a live replica every 10 s and sends newlines while it
+    prepares an RDB) is taken for gone, so a master that hangs or vanishes from
+    the network mid-transfer raises ReplicationError instead of hanging the source.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        password: str | None = None,
+        timeout: float = 1.0,
+        idle_timeout: float = 60.0,
+    ):
+        self.host, self.port, self.password = host, port, password
+        self.timeout, self.idle_timeout = timeout, idle_timeout
         self.sock: socket.socket | None = None
         self.buf = bytearray()
         self.pos = 0
+        self.last_data = time.monotonic()
 
     # --- raw I/O ---------------------------------------------------------------
     def connect(self) -> None:
@@ -45,6 +60,7 @@ class ReplicaConnection:
         self.sock.settimeout(self.timeout)
         self.buf.clear()
         self.pos = 0
+        self.last_data = time.monotonic()
 
     def close(self) -> None:
         if self.sock is not None:
@@ -58,22 +74,28 @@ class ReplicaConnection:
             parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
         self.sock.sendall(b"".join(parts))
 
-    def _fill(self, deadline: float | None = None) -> bool:
-        """Read more bytes; False when the read timed out (no data now)."""
+    def _fill(self) -> bool:
+        """Read more bytes, waiting at most `timeout`; False if none came.
+
+        Raises ReplicationError when the master has been silent for `idle_timeout`.
+        """
         if self.pos > 65536:  # drop consumed bytes now and then
             del self.buf[: self.pos]
             self.pos = 0
-        while True:
-            try:
-                chunk = self.sock.recv(262144)
-            except TimeoutError:
-                if deadline is not None and time.monotonic() < deadline:
-                    continue
-                return False
-            if not chunk:
-                raise ConnectionError("the Redis master closed the replication link")
-            self.buf += chunk
-            return True
+        try:
+            chunk = self.sock.recv(262144)
+        except TimeoutError:
+            silent = time.monotonic() - self.last_data
+            if silent >= self.idle_timeout:
+                raise ReplicationError(
+                    f"the Redis master sent nothing for {silent:.0f} s: link taken for dead"
+                ) from None
+            return False
+        if not chunk:
+            raise ConnectionError("the Redis master closed the replication link")
+        self.buf += chunk
+        self.last_data = time.monotonic()
+        return True
 
     def _read_line(self, deadline: float) -> bytes:
         while True:
@@ -82,7 +104,7 @@ class ReplicaConnection:
                 line = bytes(self.buf[self.pos : end])
                 self.pos = end + 2
                 return line
-            if not self._fill(deadline) and time.monotonic() >= deadline:
+            if not self._fill() and time.monotonic() >= deadline:
                 raise ReplicationError("no answer from the Redis master")
 
     def _simple_reply(self, what: str, wait: float = 30.0) -> bytes:
@@ -115,28 +137,31 @@ class ReplicaConnection:
         raise ReplicationError(f"unexpected PSYNC reply: {reply}")
 
     def _skip_rdb(self) -> None:
-        """Discard the RDB payload: `$<length>\\r\\n<bytes>`, after optional keep-alive newlines."""
-        deadline = time.monotonic() + 600
+        """Discard the RDB payload: `$<length>\\r\\n<bytes>`, after optional keep-alive newlines.
+
+        No overall deadline (a big RDB may take long); each read has the idle deadline.
+        """
         while True:
             if self.pos >= len(self.buf):
-                self._fill(deadline)
+                self._fill()
                 continue
             if self.buf[self.pos : self.pos + 1] == b"\n":
                 self.pos += 1
                 continue
             break
-        header = self._read_line(deadline)
+        header = self._read_line(time.monotonic() + self.idle_timeout)
         if not header.startswith(b"$") or header.startswith(b"$EOF:"):
             raise ReplicationError(f"unexpected RDB header: {header[:40]!r}")
         remaining = int(header[1:])
         while remaining > 0:
             available = len(self.buf) - self.pos
             if available == 0:
-                self._fill(deadline)
+                self._fill()
                 continue
             taken = min(available, remaining)
             self.pos += taken
             remaining -= taken
+        self.last_data = time.monotonic()
 
     # --- the command stream ------------------------------------------------------
     def _parse_command(self) -> tuple[list[bytes], int] | None:

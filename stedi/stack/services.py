@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from stedi.config import Settings
+from stedi.redis_source import health
 from stedi.stack import kafka_server, redis_server
 from stedi.stack.kafka_server import create_topics, kafka_port, stack_topics
 from stedi.stack.process import Service, StackError, port_open, stop_pids, tagged_processes, tail
@@ -50,6 +50,7 @@ REDIS = Service("redis", STACK_DIR)
 KAFKA = Service("kafka", STACK_DIR)
 REDIS_SOURCE = Service("redis-source", STACK_DIR)
 STACK = (REDIS, KAFKA, REDIS_SOURCE)  # in start order
+SOURCE_STATE = STACK_DIR / "redis-source.json"
 
 
 def log_path(name: str) -> Path:
@@ -68,14 +69,15 @@ def start_redis_source() -> None:
     if (pid := REDIS_SOURCE.pid()) is not None:
         print(f"   redis source already running (pid {pid})")
         return
-    state = STACK_DIR / "redis-source.json"
+    state = SOURCE_STATE
+    Path(health.health_path(str(state))).unlink(missing_ok=True)  # a previous run's verdict
     REDIS_SOURCE.start(
         [sys.executable, "-m", "stedi.redis_source"],
         env={"STEDI_REDIS_SOURCE_STATE": str(state), "PYTHONUNBUFFERED": "1"},
         cwd=ROOT,
     )
-    time.sleep(1)
-    REDIS_SOURCE.wait_until(lambda: True, "start", 5)
+    # Ready: streaming from Redis (snapshot published, if any) and connected to Kafka.
+    REDIS_SOURCE.wait_until(lambda: health.ready(str(state)), "connect to Redis and Kafka", 180)
     print(f"   redis source running (pid {REDIS_SOURCE.pid()}), log {REDIS_SOURCE.log}")
 
 
@@ -122,6 +124,9 @@ def status() -> None:
         pid = service.pid()
         state = f"running (pid {pid})" if pid else "stopped"
         print(f"   {service.name:13} {state:24} log {service.log}")
+    if REDIS_SOURCE.pid() is not None:
+        ok, reason = health.check(str(SOURCE_STATE))
+        print(f"   redis source health: {'healthy' if ok else 'UNHEALTHY: ' + reason}")
     for pid, tag in leftovers():
         state = f"running (pid {pid})"
         print(f"   {tag.rsplit(':', 1)[1]:13} {state:24} a job left behind: `make down` stops it")

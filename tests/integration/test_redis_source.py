@@ -2,6 +2,8 @@
 
 import base64
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -95,3 +97,15 @@ def test_writes_made_while_the_source_is_down_are_published_once_after_restart(
     assert records_for(records, before) == [], "nothing published twice"
     scores = [json.loads(r.value)["zSetEntries"][0]["score"] for r in records_for(records, during)]
     assert scores == [float(i) for i in range(50)], "in write order"
+
+
+def test_the_running_source_reports_healthy_through_its_cli(stack):
+    state = services.STACK_DIR / "redis-source.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "stedi.redis_source.health", "--state", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("healthy: streaming") and "Kafka connected" in result.stdout

@@ -125,10 +125,12 @@ def test_host_ports_are_the_local_ones_on_loopback(project):
     assert {ip for ip, _, _ in published} == {"127.0.0.1"}
 
 
-def test_kafka_redis_and_the_app_have_healthchecks_and_dependents_wait_for_them(project):
+def test_kafka_redis_the_source_and_the_app_have_healthchecks_and_dependents_wait(project):
     services = project["services"]
-    for name in ("kafka", "redis", "stedi-app"):
+    for name in ("kafka", "redis", "redis-source", "stedi-app"):
         assert services[name].get("healthcheck", {}).get("test"), name
+    source_check = services["redis-source"]["healthcheck"]["test"]
+    assert "stedi.redis_source.health" in " ".join(source_check)
     for name, service in services.items():
         for dependency, rule in service.get("depends_on", {}).items():
             expected = (

@@ -1,9 +1,15 @@
 """The Redis source's pure parts: command -> record, and where to resume."""
 
+import base64
 import json
 
-from stedi.redis_source.publisher import Position, resume_position
-from stedi.redis_source.records import MAX_DOUBLE, command_record
+from stedi.redis_source.records import (
+    DEAD_LETTER_KEY_BYTES,
+    MAX_DOUBLE,
+    command_record,
+    too_large_record,
+)
+from stedi.redis_source.state import Position, resume_position
 
 
 def value(argv):
@@ -50,3 +56,27 @@ def test_an_empty_topic_or_an_unfinished_snapshot_means_a_full_resync():
     assert resume_position(Position("r1", 100, snapshot=True), None) is None
     finished = Position("r1", 100)
     assert resume_position(Position("r1", 100, snapshot=True), finished) == finished
+
+
+def test_a_failed_delivery_makes_the_file_win_even_when_kafka_is_ahead():
+    exact = Position("r1", 100, exact=True)
+    assert resume_position(Position("r1", 180), exact) == exact
+    assert resume_position(None, exact) is None, "an empty topic still means a full resync"
+
+
+def test_a_too_large_write_becomes_a_small_dead_letter_with_its_stream_position():
+    key = b"K" * 5000
+    kafka_key, raw = too_large_record(
+        key, "ZADD", 5_600_000, "redis-server", "r1", 42, False, "too large"
+    )
+    letter = json.loads(raw)
+    assert len(raw) < 2048 and kafka_key == key[:DEAD_LETTER_KEY_BYTES]
+    assert base64.b64decode(letter["key"]) == key[:DEAD_LETTER_KEY_BYTES]
+    assert letter["keySize"] == 5000
+    assert (letter["command"], letter["size"], letter["topic"]) == (
+        "ZADD",
+        5_600_000,
+        "redis-server",
+    )
+    assert (letter["replid"], letter["offset"], letter["snapshot"]) == ("r1", 42, False)
+    assert letter["reason"] == "too large"
