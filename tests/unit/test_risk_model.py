@@ -64,11 +64,12 @@ class FakeStore:
     def __init__(self):
         self.saved, self.tests = [], {}
 
-    async def customers(self):
-        return []
+    async def customer_emails(self):
+        return set()
 
-    async def save_customers(self, customers):
+    async def save_customers(self, owner, customers):
         self.saved.extend(customers)
+        return customers
 
     async def add_test(self, customer, start, stop):
         history = self.tests.setdefault(customer["email"], [])
