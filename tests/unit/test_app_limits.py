@@ -1,11 +1,15 @@
 """The app's limits, pure: input validation, login counters, simulator names, live streams."""
 
 import asyncio
+import json
 import random
+import threading
 from datetime import date
+from types import SimpleNamespace
 
 import pytest
 
+from stedi.app import store as store_module
 from stedi.app import validation
 from stedi.app.kafka_io import RiskFeed
 from stedi.app.limits import LoginLimiter
@@ -16,6 +20,7 @@ from stedi.app.simulator import (
     new_customers,
     unused_email,
 )
+from stedi.app.store import Store
 from stedi.app.validation import InvalidInput
 
 TODAY = date(2026, 6, 1)
@@ -169,3 +174,38 @@ def test_ending_a_session_ends_only_its_streams():
         assert await other.next(1) == {"birthYear": 1960, "score": 0.5}
 
     asyncio.run(scenario())
+
+
+class FakeRedis:
+    def __init__(self, members):
+        self.members = members
+
+    async def zrange(self, key, start, stop):
+        return self.members
+
+
+def test_password_hashing_runs_off_the_event_loop(monkeypatch):
+    threads = []
+    hasher = store_module._hasher
+    user = {"email": "u@test.com", "passwordHash": hasher.hash("right password")}
+
+    def recording(function):
+        def run(*args):
+            threads.append(threading.current_thread().name)
+            return function(*args)
+
+        return run
+
+    monkeypatch.setattr(store_module, "_hasher", SimpleNamespace(
+        hash=recording(hasher.hash), verify=recording(hasher.verify)))  # fmt: skip
+    store = Store(FakeRedis([json.dumps(user).encode()]))
+
+    async def scenario():
+        return [
+            await store.check_password("u@test.com", "right password"),
+            await store.check_password("nobody@test.com", "any password"),
+        ]
+
+    assert asyncio.run(scenario()) == [True, False]
+    assert len(threads) == 2 and all(name.startswith("argon2") for name in threads)
+    assert threading.main_thread().name not in threads
