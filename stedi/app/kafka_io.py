@@ -135,6 +135,7 @@ class RiskFeed:
             if not stream.offer(point):  # a stalled browser: end its stream, it reconnects
                 self.streams.discard(stream)
                 stream.end()
+                log.info("ended a live graph stream that fell behind: the browser reconnects")
 
     @staticmethod
     def parse(value: bytes | None) -> dict | None:
