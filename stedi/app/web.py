@@ -314,6 +314,13 @@ async def health(request: Request):
 KEEP_ALIVE_SECONDS = 15
 
 
+async def session_alive(store: Store, session_id: str) -> bool:
+    try:
+        return await store.session_user(session_id) is not None
+    except RedisError:
+        return True  # cannot tell while Redis is away: the session's expiry still holds
+
+
 @login_required
 async def risk_stream(request: Request):
     """Server-Sent Events: the current round, then every new point. The stream ends with its
@@ -334,7 +341,7 @@ async def risk_stream(request: Request):
                 try:
                     point = await stream.next(min(KEEP_ALIVE_SECONDS, remaining))
                 except asyncio.TimeoutError:
-                    if await store.session_user(session_id) is None:
+                    if not await session_alive(store, session_id):
                         return  # ended elsewhere
                     yield ": keep-alive\n\n"
                     continue
