@@ -134,7 +134,9 @@ class Simulator:
             for customer in customers:
                 await self.sleep(SECONDS_PER_TEST / self.speed)
                 try:
-                    await self._one_test(customer, previous)
+                    # A stop waits for no test, but never cuts one in half (stored in Redis,
+                    # missing from the customer's history).
+                    await asyncio.shield(self._one_test(customer, previous))
                     self.error = None
                 except RedisError as exc:  # Redis down: try the next one later
                     self.error = f"simulator: {exc}"

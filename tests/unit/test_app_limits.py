@@ -17,6 +17,7 @@ from stedi.app.simulator import (
     CUSTOMERS_PER_ACTIVATION,
     FIRST_NAMES,
     LAST_NAMES,
+    Simulator,
     new_customers,
     unused_email,
 )
@@ -209,3 +210,36 @@ def test_password_hashing_runs_off_the_event_loop(monkeypatch):
     assert asyncio.run(scenario()) == [True, False]
     assert len(threads) == 2 and all(name.startswith("argon2") for name in threads)
     assert threading.main_thread().name not in threads
+
+
+class SlowStore:
+    """A store whose test write takes a while, to stop the simulator in the middle of it."""
+
+    def __init__(self):
+        self.writing, self.written = asyncio.Event(), []
+
+    async def customer_emails(self):
+        return set()
+
+    async def save_customers(self, owner, customers):
+        return customers[:1]
+
+    async def add_test(self, customer, start, stop):
+        self.writing.set()
+        await asyncio.sleep(0.05)
+        self.written.append(customer["email"])
+        return {}, None
+
+
+def test_stopping_the_simulator_never_cuts_a_test_write_in_half():
+    async def scenario():
+        store = SlowStore()
+        simulator = Simulator(store, lambda email, score: None, speed=1000, owner="o@test.com")
+        await simulator.activate()
+        await store.writing.wait()
+        await simulator.stop()
+        assert not simulator.running
+        await asyncio.sleep(0.1)
+        return store.written
+
+    assert len(asyncio.run(scenario())) == 1
