@@ -84,6 +84,8 @@ class Settings:
     session_seconds: int = field(
         default_factory=lambda: _env_int("STEDI_SESSION_SECONDS", 8 * 3600)
     )
+    # Points a live graph may fall behind before the app ends its stream (the browser reconnects).
+    stream_buffer: int = field(default_factory=lambda: _env_int("STEDI_STREAM_BUFFER", 1000))
     # Signs session cookies; empty means a random key per start (sessions end on restart).
     secret_key: str = field(default_factory=lambda: _env("STEDI_SECRET_KEY", ""), repr=False)
     admin_user: str | None = field(default_factory=lambda: _env("STEDI_ADMIN_USER", "") or None)

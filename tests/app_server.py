@@ -1,12 +1,16 @@
-"""Runs the STEDI app (python -m stedi.app) as a real server process for tests."""
+"""Runs the STEDI app (python -m stedi.app) as a real server process for tests, and
+the HTTP steps app tests share (log in, sign up, CSRF tokens, stored data)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -64,3 +68,62 @@ class AppServer:
             self.proc.wait(15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+# --- what app tests do through HTTP ----------------------------------------------------
+def stored(redis_client, entity: str) -> list:
+    """The JSON members of a sorted set (other tests may leave non-JSON members)."""
+    members = []
+    for raw in redis_client.zrange(entity, 0, -1):
+        try:
+            members.append(json.loads(raw))
+        except ValueError:
+            continue
+    return members
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
+
+
+def log_in(app, email: str, password: str) -> tuple[httpx.Client, str]:
+    client = httpx.Client(base_url=app.url, timeout=10)
+    token = csrf_of(client.get("/login").text)
+    response = client.post("/login", data={"email": email, "password": password, "csrf": token})
+    assert response.status_code == 303 and response.headers["location"] == "/timer"
+    return client, csrf_of(client.get("/timer").text)
+
+
+def logged_in(app) -> tuple[httpx.Client, str]:
+    return log_in(app, ADMIN_EMAIL, ADMIN_PASSWORD)
+
+
+def new_user(app) -> tuple[httpx.Client, str, str]:
+    """A fresh account, signed up and logged in: (client, CSRF token, email)."""
+    email, password = f"user.{uuid.uuid4().hex[:10]}@test.com", "a long enough password"
+    client = httpx.Client(base_url=app.url, timeout=10)
+    token = csrf_of(client.get("/signup").text)
+    fields = {"userName": "Tess", "email": email, "password": password, "csrf": token}
+    assert client.post("/signup", data=fields).status_code == 303
+    client, token = log_in(app, email, password)
+    return client, token, email
+
+
+def a_customer(name: str = "Ann Api", born: str = "1960-02-03") -> dict:
+    email = f"{name.split()[0].lower()}.{uuid.uuid4().hex[:10]}@test.com"
+    return {"customerName": name, "email": email, "phone": "8015551212", "birthDay": born}
+
+
+def a_test(email: str, duration_ms: int = 60_000) -> dict:
+    stop = int(time.time() * 1000) - 1000
+    return {"email": email, "startTime": stop - duration_ms, "stopTime": stop, "totalSteps": 30}
+
+
+def forget_owner(redis_client, owner: str) -> None:
+    """Removes an owner's customers (this test's data) from the shared Redis."""
+    own = redis_client.hgetall(f"CustomersOf:{owner}")
+    for start in range(0, len(own), 500):
+        emails = list(own)[start : start + 500]
+        redis_client.zrem("Customer", *(own[e] for e in emails))
+        redis_client.hdel("CustomerOwner", *emails)
+    redis_client.delete(f"CustomersOf:{owner}")

@@ -70,13 +70,40 @@ class RiskPublisher:
             self.producer.close(timeout=5)
 
 
+class Stream:
+    """One browser's live graph: the points for it, and whether the server ended it."""
+
+    def __init__(self, session: str, size: int):
+        self.session = session
+        self.queue: asyncio.Queue[dict | None] = asyncio.Queue(maxsize=size + 1)
+        self.size = size
+
+    def offer(self, point: dict) -> bool:
+        """Queues the point; False when the browser is too far behind to catch up."""
+        if self.queue.qsize() >= self.size:
+            return False
+        self.queue.put_nowait(point)
+        return True
+
+    def end(self) -> None:
+        """Ends the stream at once, dropping what it had not sent: the browser reconnects."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
+    async def next(self, timeout: float) -> dict | None:
+        """The next point; None once the stream is ended; TimeoutError after `timeout` s."""
+        return await asyncio.wait_for(self.queue.get(), timeout)
+
+
 class RiskFeed:
     """Reads the output topic in a thread and fans the points out to the graph's streams."""
 
-    def __init__(self, bootstrap_servers: str, topic: str):
+    def __init__(self, bootstrap_servers: str, topic: str, stream_buffer: int = 1000):
         self.bootstrap_servers, self.topic = bootstrap_servers, topic
+        self.stream_buffer = stream_buffer
         self.points: list[dict] = []  # the current round, for streams that join late
-        self.subscribers: set[asyncio.Queue] = set()
+        self.streams: set[Stream] = set()
         self.error: str | None = None
         self.stop_event = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -85,24 +112,30 @@ class RiskFeed:
         self.loop = asyncio.get_running_loop()
         threading.Thread(target=self._consume, name="risk-feed", daemon=True).start()
 
-    def subscribe(self) -> asyncio.Queue:
-        queue: asyncio.Queue = asyncio.Queue(maxsize=1000)
-        self.subscribers.add(queue)
-        return queue
+    def subscribe(self, session: str) -> Stream:
+        stream = Stream(session, self.stream_buffer)
+        self.streams.add(stream)
+        return stream
 
-    def unsubscribe(self, queue: asyncio.Queue) -> None:
-        self.subscribers.discard(queue)
+    def unsubscribe(self, stream: Stream) -> None:
+        self.streams.discard(stream)
+
+    def end_session(self, session: str) -> None:
+        """Ends every stream of a login session (logout)."""
+        for stream in [s for s in self.streams if s.session == session]:
+            self.streams.discard(stream)
+            stream.end()
 
     def _deliver(self, point: dict) -> None:
         """On the event loop: keep the round, reset it after GRAPH_ROUND points, fan out."""
         if len(self.points) >= GRAPH_ROUND:
             self.points = []
         self.points.append(point)
-        for queue in list(self.subscribers):
-            if queue.full():
-                self.subscribers.discard(queue)  # a stalled browser: it reconnects
-            else:
-                queue.put_nowait(point)
+        for stream in list(self.streams):
+            if not stream.offer(point):  # a stalled browser: end its stream, it reconnects
+                self.streams.discard(stream)
+                stream.end()
+                log.info("ended a live graph stream that fell behind: the browser reconnects")
 
     @staticmethod
     def parse(value: bytes | None) -> dict | None:

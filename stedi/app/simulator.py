@@ -2,6 +2,8 @@
 
 Simulated time runs `speed` times faster: a test every 2/speed seconds of real
 time. Test durations are values, not waits, so the speed changes nothing else.
+Each user runs their own simulation, whose customers belong to that user; emails
+come from a space that cannot run out (a numeric suffix once `First.Last` is taken).
 """
 
 from __future__ import annotations
@@ -37,19 +39,37 @@ LAST_NAMES = [
 Publish = Callable[[str, Risk], None]
 
 
+MAX_PICKS = 10  # random picks from the pools before a numeric suffix makes the email unique
+
+
+def unused_email(first: str, last: str, taken: set[str]) -> str:
+    """`First.Last@test.com`, or with the smallest free suffix (`First.Last2@test.com`).
+
+    Ends after at most len(taken) + 1 checks: the suffixes never run out.
+    """
+    email, n = f"{first}.{last}@test.com", 1
+    while email in taken:
+        n += 1
+        email = f"{first}.{last}{n}@test.com"
+    return email
+
+
 def new_customers(existing_emails: set[str], rng: random.Random) -> list[dict]:
-    """30 customers with unused emails, born 1965-01-01, 1964-01-01, ... (one year apart)."""
+    """30 customers with unused emails, born 1965-01-01, 1964-01-01, ... (one year apart).
+
+    `existing_emails` gets the new emails added.
+    """
     customers = []
     for i in range(CUSTOMERS_PER_ACTIVATION):
-        while True:
+        for _ in range(MAX_PICKS):
             first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
-            email = f"{first}.{last}@test.com"
-            if email not in existing_emails:
+            if f"{first}.{last}@test.com" not in existing_emails:
                 break
+        email = unused_email(first, last, existing_emails)
         existing_emails.add(email)
         customers.append(
             {
-                "customerName": f"{first} {last}",
+                "customerName": email.split("@")[0].replace(".", " "),
                 "email": email,
                 "phone": "8015551212",
                 "birthDay": f"{1965 - i}-01-01",
@@ -59,44 +79,64 @@ def new_customers(existing_emails: set[str], rng: random.Random) -> list[dict]:
 
 
 class Simulator:
-    def __init__(self, store: Store, publish: Publish, speed: float = 1.0, seed=None):
-        self.store, self.publish, self.speed = store, publish, speed
+    """One user's simulation: its customers belong to `owner`."""
+
+    def __init__(self, store: Store, publish: Publish, speed: float = 1.0, seed=None, owner=""):
+        self.store, self.publish, self.speed, self.owner = store, publish, speed, owner
         self.rng = random.Random(seed)
         self.task: asyncio.Task | None = None
         self.tests_run = 0
         self.error: str | None = None
         self.sleep: Callable[[float], Awaitable] = asyncio.sleep
+        self.switching = asyncio.Lock()  # one activation or stop at a time
 
     @property
     def running(self) -> bool:
         return self.task is not None and not self.task.done()
 
     def start(self) -> None:
+        """Starts in the background: creates the customers, then tests them."""
         if not self.running:
-            self.task = asyncio.create_task(self._run(), name="simulator")
-            log.info("simulation on (speed x%g)", self.speed)
+            self.task = asyncio.create_task(self._run(), name=f"simulator {self.owner}")
+            log.info("simulation on for %s (speed x%g)", self.owner, self.speed)
+
+    async def activate(self) -> None:
+        """Creates the customers now, then tests them in the background."""
+        async with self.switching:
+            if not self.running:
+                customers = await self._create_customers()
+                self.task = asyncio.create_task(self._test(customers), name="simulator")
+                log.info("simulation on for %s (speed x%g)", self.owner, self.speed)
 
     async def stop(self) -> None:
-        if self.running:
-            self.task.cancel()
-            try:
-                await self.task
-            except asyncio.CancelledError:
-                pass
-            log.info("simulation off after %d tests", self.tests_run)
-        self.task = None
+        async with self.switching:
+            if self.running:
+                self.task.cancel()
+                try:
+                    await self.task
+                except asyncio.CancelledError:
+                    pass
+                log.info("simulation off for %s after %d tests", self.owner, self.tests_run)
+            self.task = None
 
     async def _run(self) -> None:
-        existing = {c["email"] for c in await self.store.customers()}
-        customers = new_customers(existing, self.rng)
-        await self.store.save_customers(customers)
-        log.info("created %d customers", len(customers))
+        await self._test(await self._create_customers())
+
+    async def _create_customers(self) -> list[dict]:
+        taken = await self.store.customer_emails()
+        customers = await self.store.save_customers(self.owner, new_customers(taken, self.rng))
+        log.info("created %d customers for %s", len(customers), self.owner)
+        return customers
+
+    async def _test(self, customers: list[dict]) -> None:
         previous: dict[str, int | None] = {c["email"]: None for c in customers}
-        while True:
+        while customers:  # (none when every email was taken meanwhile: nothing to test)
             for customer in customers:
                 await self.sleep(SECONDS_PER_TEST / self.speed)
                 try:
-                    await self._one_test(customer, previous)
+                    # A stop waits for no test, but never cuts one in half (stored in Redis,
+                    # missing from the customer's history).
+                    await asyncio.shield(self._one_test(customer, previous))
                     self.error = None
                 except RedisError as exc:  # Redis down: try the next one later
                     self.error = f"simulator: {exc}"
@@ -122,3 +162,42 @@ class Simulator:
                 duration // 1000,
                 score,
             )
+
+
+MAX_RUNNING = 20  # simulations at once, all users together: each one writes a test every 2 s
+
+
+class TooManySimulations(Exception):
+    pass
+
+
+class Simulations:
+    """Every user's simulator, made on first use."""
+
+    def __init__(self, store: Store, publish: Publish, speed: float = 1.0):
+        self.store, self.publish, self.speed = store, publish, speed
+        self.by_owner: dict[str, Simulator] = {}
+
+    def of(self, owner: str) -> Simulator:
+        if owner not in self.by_owner:
+            self.by_owner[owner] = Simulator(self.store, self.publish, self.speed, owner=owner)
+        return self.by_owner[owner]
+
+    def running(self) -> int:
+        return sum(s.running for s in self.by_owner.values())
+
+    async def activate(self, owner: str) -> Simulator:
+        simulator = self.of(owner)
+        if not simulator.running and self.running() >= MAX_RUNNING:
+            raise TooManySimulations(
+                f"{MAX_RUNNING} simulations are running already: try again later."
+            )
+        await simulator.activate()
+        return simulator
+
+    def errors(self) -> list[str]:
+        return sorted({s.error for s in self.by_owner.values() if s.error})
+
+    async def stop_all(self) -> None:
+        for simulator in self.by_owner.values():
+            await simulator.stop()

@@ -4,51 +4,57 @@ Customer:      {"customerName","email","phone","birthDay"}
 User:          {"userName","email","phone","birthDate","passwordHash"} (argon2id, never plain text)
 RapidStepTest: {"startTime","stopTime","testTime","totalSteps","customer":{...}}
 Every write goes through Redis replication, so the Redis source publishes it.
+
+Beside them, the app's own keys (the Spark jobs ignore them):
+CustomerOwner          hash: customer email -> the email of the user who owns it (HSETNX
+                       claims an email once, for everyone)
+CustomersOf:<user>     hash: customer email -> customer JSON, the user's own customers
+Session:<sha256(id)>   string: the user of a login session, expiring with it; the cookie
+                       holds the id, Redis only its hash
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import hashlib
 import json
-import re
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date
 
 import redis.asyncio as aioredis
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 
+from stedi.app import validation
 from stedi.app.risk import TOTAL_STEPS, Risk, StepTest, risk_score
+from stedi.app.validation import InvalidInput
 
 CUSTOMER, USER, RAPID_STEP_TEST = "Customer", "User", "RapidStepTest"
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-PHONE = re.compile(r"^[0-9+\-() ]{7,20}$")
+CUSTOMER_OWNER = "CustomerOwner"
+SAMPLE_CUSTOMER = {"customerName": "Sam Test", "email": "sam.test@test.com",
+                   "phone": "8015551212", "birthDay": "2001-01-03"}  # fmt: skip
+RECENT_TESTS = 10  # kept per customer in memory, for its page
 _hasher = PasswordHasher()
-
-
-class InvalidInput(ValueError):
-    """Form or API input that is refused, with a message for the user."""
+# argon2 costs tens of milliseconds of CPU: never on the event loop, and two at a time at most.
+_hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2")
 
 
 def _dumps(entity: dict) -> str:
     return json.dumps(entity, separators=(",", ":"), ensure_ascii=False)
 
 
-def validate_customer(name: str, email: str, phone: str, birth_day: str) -> dict:
-    name, email, phone, birth_day = (v.strip() for v in (name, email, phone, birth_day))
-    if not name or len(name) > 100:
-        raise InvalidInput("Name is required (at most 100 characters).")
-    if not EMAIL.match(email) or len(email) > 200:
-        raise InvalidInput("Email must look like name@example.com.")
-    if not PHONE.match(phone):
-        raise InvalidInput("Phone must be 7 to 20 digits.")
-    try:
-        born = date.fromisoformat(birth_day)
-    except ValueError:
-        raise InvalidInput("Birth day must be a date (YYYY-MM-DD).") from None
-    if not 1900 <= born.year <= date.today().year:
-        raise InvalidInput("Birth day must be between 1900 and today.")
-    return {"customerName": name, "email": email, "phone": phone, "birthDay": born.isoformat()}
+def customers_of(user: str) -> str:
+    return f"CustomersOf:{user}"
+
+
+def _session_key(session_id: str) -> str:
+    return "Session:" + hashlib.sha256(session_id.encode()).hexdigest()
+
+
+async def _off_loop(function, *args):
+    return await asyncio.get_running_loop().run_in_executor(_hashing, function, *args)
 
 
 @dataclass
@@ -56,6 +62,7 @@ class Store:
     client: aioredis.Redis
     # Tests (stop time, duration) per customer email: the risk score needs the last four.
     durations: dict[str, list[StepTest]] = field(default_factory=dict)
+    recent: dict[str, collections.deque] = field(default_factory=dict)
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())
@@ -73,61 +80,96 @@ class Store:
         """Rebuild the per-customer durations from the stored tests (app restart)."""
         tests = sorted(await self._members(RAPID_STEP_TEST), key=lambda t: t.get("stopTime", 0))
         self.durations.clear()
+        self.recent.clear()
         for test in tests:
             email = (test.get("customer") or {}).get("email")
-            stop, duration = test.get("stopTime"), test.get("testTime")
-            if email and isinstance(stop, int) and isinstance(duration, int):
-                self.durations.setdefault(email, []).append(StepTest(stop, duration))
+            if (
+                email
+                and isinstance(test.get("stopTime"), int)
+                and isinstance(test.get("testTime"), int)
+            ):
+                self._remember(email, test)
 
-    # --- customers ----------------------------------------------------------------------
-    async def customers(self) -> list[dict]:
-        unique = {c["email"]: c for c in await self._members(CUSTOMER) if "email" in c}
-        return sorted(unique.values(), key=lambda c: c.get("customerName", ""))
+    def _remember(self, email: str, test: dict) -> None:
+        self.durations.setdefault(email, []).append(StepTest(test["stopTime"], test["testTime"]))
+        self.recent.setdefault(email, collections.deque(maxlen=RECENT_TESTS)).append(test)
 
-    async def customer(self, email: str) -> dict | None:
-        return next((c for c in await self.customers() if c["email"] == email), None)
+    # --- customers: each belongs to one user ---------------------------------------------
+    async def customers(self, owner: str) -> list[dict]:
+        raw = await self.client.hvals(customers_of(owner))
+        return sorted((json.loads(c) for c in raw), key=lambda c: c["customerName"])
 
-    async def add_customer(self, customer: dict) -> dict:
-        if await self.customer(customer["email"]):
+    async def customer(self, owner: str, email: str) -> dict | None:
+        """The owner's customer with this email; None also when it is someone else's."""
+        raw = await self.client.hget(customers_of(owner), email)
+        return None if raw is None else json.loads(raw)
+
+    async def customer_emails(self) -> set[str]:
+        """Every customer email taken, whoever owns it."""
+        return {e.decode() for e in await self.client.hkeys(CUSTOMER_OWNER)}
+
+    async def add_customer(self, owner: str, customer: dict) -> dict:
+        if not await self.save_customers(owner, [customer]):
             raise InvalidInput(f"A customer with email {customer['email']} already exists.")
-        await self.client.zadd(CUSTOMER, {_dumps(customer): 0})
         return customer
 
-    async def save_customers(self, customers: list[dict]) -> None:
-        """Store new customers as they are (the simulator's, already unique)."""
-        await self.client.zadd(CUSTOMER, {_dumps(c): 0 for c in customers})
+    async def save_customers(self, owner: str, customers: list[dict]) -> list[dict]:
+        """Claims each email for `owner` and stores the customers whose claim succeeded."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for c in customers:
+                pipe.hsetnx(CUSTOMER_OWNER, c["email"], owner)
+            claimed = await pipe.execute()
+        saved = [c for c, ok in zip(customers, claimed, strict=True) if ok]
+        if saved:
+            own = {c["email"]: _dumps(c) for c in saved}
+            await self.client.hset(customers_of(owner), mapping=own)
+            await self.client.zadd(CUSTOMER, {_dumps(c): 0 for c in saved})
+        return saved
+
+    def recent_tests(self, email: str) -> list[dict]:
+        """The customer's latest tests, newest first (from this app's memory)."""
+        return list(reversed(self.recent.get(email, ())))
 
     # --- users --------------------------------------------------------------------------
     async def user(self, email: str) -> dict | None:
         return next((u for u in await self._members(USER) if u.get("email") == email), None)
 
     async def add_user(self, user_name: str, email: str, password: str, phone="", birth_date=""):
-        email = email.strip()
-        if not EMAIL.match(email):
-            raise InvalidInput("Email must look like name@example.com.")
-        if len(password) < 8:
-            raise InvalidInput("Password must have at least 8 characters.")
+        """A new account from already validated fields (see validation.signup)."""
         if await self.user(email):
             raise InvalidInput("That email is already registered.")
         user = {
-            "userName": user_name.strip() or email,
+            "userName": user_name or email,
             "email": email,
             "phone": phone,
             "birthDate": birth_date,
-            "passwordHash": _hasher.hash(password),
+            "passwordHash": await _off_loop(_hasher.hash, password),
         }
         await self.client.zadd(USER, {_dumps(user): 0})
         return user
 
     async def check_password(self, email: str, password: str) -> bool:
-        user = await self.user(email.strip())
+        user = await self.user(email)
         if user is None:
-            _hasher.hash(password)  # same cost whether or not the user exists
+            await _off_loop(_hasher.hash, password)  # same cost whether or not the user exists
             return False
         try:
-            return _hasher.verify(user["passwordHash"], password)
+            return await _off_loop(_hasher.verify, user["passwordHash"], password)
         except (VerificationError, KeyError):
             return False
+
+    # --- login sessions -------------------------------------------------------------------
+    async def new_session(self, user: str, seconds: int) -> str:
+        session_id = secrets.token_urlsafe(32)
+        await self.client.set(_session_key(session_id), user, ex=seconds)
+        return session_id
+
+    async def session_user(self, session_id: str) -> str | None:
+        user = await self.client.get(_session_key(session_id))
+        return None if user is None else user.decode()
+
+    async def end_session(self, session_id: str) -> None:
+        await self.client.delete(_session_key(session_id))
 
     # --- rapid step tests -------------------------------------------------------------
     async def add_test(
@@ -144,23 +186,25 @@ class Store:
             "customer": customer,
         }
         await self.client.zadd(RAPID_STEP_TEST, {_dumps(test): 0})
-        history = self.durations.setdefault(customer["email"], [])
-        history.append(StepTest(stop_ms, test["testTime"]))
-        return test, risk_score(history)
+        self._remember(customer["email"], test)
+        return test, risk_score(self.durations[customer["email"]])
 
     async def ensure_keys(self, admin_email: str | None, admin_password: str | None) -> str | None:
-        """`Customer` and `User` exist after start (the user's flow checks `keys *`).
+        """`Customer` and `User` exist after start (the user's flow checks `keys *`); the
+        sample customer Sam Test belongs to the admin.
 
         Returns a generated first-user password when it had to create one.
         """
         generated = None
         if admin_email and admin_password and not await self.user(admin_email):
-            await self.add_user("admin", admin_email, admin_password)
+            await self.add_user("admin", admin_email, validation.password(admin_password))
         if not await self.client.exists(USER):
             generated = secrets.token_urlsafe(12)
             await self.add_user("admin", "admin@stedi.test", generated)
-        if not await self.client.exists(CUSTOMER):
-            await self.add_customer(
-                validate_customer("Sam Test", "sam.test@test.com", "8015551212", "2001-01-03")
-            )
+        # The sample customer goes to the configured admin, else to a first admin made now.
+        owner = admin_email if admin_email and admin_password else None
+        if owner is None and (generated or not await self.client.exists(CUSTOMER)):
+            owner = "admin@stedi.test"
+        if owner and not await self.client.hexists(CUSTOMER_OWNER, SAMPLE_CUSTOMER["email"]):
+            await self.save_customers(owner, [SAMPLE_CUSTOMER])
         return generated

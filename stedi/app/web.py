@@ -1,8 +1,10 @@
 """The STEDI web app: pages, JSON API, live risk stream. Starlette + Jinja2 (autoescaped).
 
 Every page and API but /login, /signup and /health needs a logged-in session.
-Sessions are signed cookies that expire (STEDI_SESSION_SECONDS); every POST
-carries the session's CSRF token (form field `csrf` or header X-CSRF-Token).
+Sessions live in Redis and expire (STEDI_SESSION_SECONDS) or end at logout; every
+POST carries the session's CSRF token (form field `csrf` or header X-CSRF-Token).
+A user sees and tests only the customers they created (or their simulation did);
+the risk graph is the team-wide view, by birth year and score, without names.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
@@ -28,10 +31,20 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from stedi.app import validation
 from stedi.app.kafka_io import GRAPH_ROUND, RiskFeed, RiskPublisher
-from stedi.app.risk import TOTAL_STEPS, Risk, risk_event
-from stedi.app.simulator import Simulator
-from stedi.app.store import InvalidInput, Store, validate_customer
+from stedi.app.limits import (
+    LOGIN_FAILURES_PER_ACCOUNT,
+    LOGIN_FAILURES_PER_CLIENT,
+    LOGIN_WINDOW_SECONDS,
+    MAX_STREAMS,
+    BodyLimit,
+    LoginLimiter,
+)
+from stedi.app.risk import Risk, risk_event
+from stedi.app.simulator import Simulations, TooManySimulations
+from stedi.app.store import Store
+from stedi.app.validation import InvalidInput
 from stedi.config import Settings
 
 log = logging.getLogger("stedi.app")
@@ -50,42 +63,71 @@ templates = Jinja2Templates(directory=HERE / "templates")
 
 
 # --- sessions, login and CSRF ------------------------------------------------------------
+# The signed cookie holds a CSRF token and, once logged in, a session id whose hash Redis
+# keeps for the session's lifetime: logout deletes it, so a copied cookie stops working.
 def csrf_token(request: Request) -> str:
     if "csrf" not in request.session:
         request.session["csrf"] = secrets.token_urlsafe(32)
     return request.session["csrf"]
 
 
-def csrf_ok(request: Request, submitted: str | None) -> bool:
+def csrf_ok(request: Request, submitted: object) -> bool:
     expected = request.session.get("csrf")
-    return bool(expected and submitted and hmac.compare_digest(expected, submitted))
+    return bool(
+        expected
+        and isinstance(submitted, str)
+        and hmac.compare_digest(expected.encode(), submitted.encode(errors="replace"))
+    )
 
 
-def current_user(request: Request) -> str | None:
-    """The logged-in email, or None; a session older than its lifetime is ended here too."""
-    user, since = request.session.get("user"), request.session.get("since", 0)
-    if user and time.time() - since > request.app.state.settings.session_seconds:
-        request.session.clear()
-        return None
-    return user
+def is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+async def current_user(request: Request) -> str | None:
+    """The logged-in email, or None: no session, expired, or ended by logout."""
+    if not hasattr(request.state, "user"):  # looked up once per request
+        user, session_id = None, request.session.get("sid")
+        since = request.session.get("since", 0)
+        lifetime = request.app.state.settings.session_seconds
+        if isinstance(session_id, str) and time.time() - since <= lifetime:
+            user = await request.app.state.store.session_user(session_id)
+        if user is None and "sid" in request.session:
+            request.session.clear()
+        request.state.user = user
+    return request.state.user
 
 
 def page(request: Request, name: str, status_code: int = 200, **context) -> Response:
-    context.update(user=current_user(request), csrf=csrf_token(request))
+    context.update(user=getattr(request.state, "user", None), csrf=csrf_token(request))
     return templates.TemplateResponse(request, name, context, status_code=status_code)
 
 
+def require_type(request: Request, content_type: str) -> None:
+    found = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if found != content_type:
+        raise HTTPException(415, f"Send the body as {content_type}.")
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The fields of a url-encoded form (the app's forms have no files), at most 20."""
+    require_type(request, "application/x-www-form-urlencoded")
+    return dict(await request.form(max_files=0, max_fields=20))
+
+
 def login_required(handler):
+    """Login first, then (for a POST) the CSRF token, then the handler reads the body."""
+
     async def wrapper(request: Request):
-        if current_user(request) is None:
-            if request.url.path.startswith("/api/"):
+        if await current_user(request) is None:
+            if is_api(request):
                 return JSONResponse({"error": "login required"}, status_code=401)
             return RedirectResponse("/login", status_code=303)
         if request.method == "POST":
-            if request.url.path.startswith("/api/"):
+            if is_api(request):
                 submitted = request.headers.get("x-csrf-token")
             else:
-                submitted = (await request.form()).get("csrf")
+                submitted = (await read_form(request)).get("csrf")
             if not csrf_ok(request, submitted):
                 return JSONResponse({"error": "invalid CSRF token"}, status_code=403)
         return await handler(request)
@@ -93,42 +135,61 @@ def login_required(handler):
     return wrapper
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 async def login_page(request: Request):
     if request.method == "GET":
         return page(request, "login.html")
-    form = await request.form()
+    form = await read_form(request)
     if not csrf_ok(request, form.get("csrf")):
         return page(request, "login.html", 403, error="Your form expired: please try again.")
-    email, password = form.get("email", ""), form.get("password", "")
+    email, password = form.get("email", "").strip(), form.get("password", "")
+    if len(email) > validation.MAX_EMAIL or len(password) > validation.MAX_PASSWORD:
+        return page(request, "login.html", 400, error="Wrong email or password.")
+    limits = request.app.state.login_limits
+    account, client = email.lower(), client_address(request)
+    if limits["account"].blocked(account) or limits["client"].blocked(client):
+        minutes = LOGIN_WINDOW_SECONDS // 60
+        message = f"Too many failed logins: wait {minutes} minutes, then try again."
+        return page(request, "login.html", 429, error=message, email=email)
     if not await request.app.state.store.check_password(email, password):
+        limits["account"].failed(account)
+        limits["client"].failed(client)
         return page(request, "login.html", 401, error="Wrong email or password.", email=email)
+    limits["account"].succeeded(account)
+    settings = request.app.state.settings
+    session_id = await request.app.state.store.new_session(email, settings.session_seconds)
     request.session.clear()  # a fresh session (and CSRF token) at login
-    request.session.update(user=email.strip(), since=int(time.time()))
+    request.session.update(sid=session_id, since=int(time.time()))
     return RedirectResponse("/timer", status_code=303)
 
 
 async def signup_page(request: Request):
     if request.method == "GET":
         return page(request, "signup.html")
-    form = await request.form()
+    form = await read_form(request)
     if not csrf_ok(request, form.get("csrf")):
         return page(request, "signup.html", 403, error="Your form expired: please try again.")
     try:
-        await request.app.state.store.add_user(
-            form.get("userName", ""), form.get("email", ""), form.get("password", "")
-        )
+        await request.app.state.store.add_user(*validation.signup(form))
     except InvalidInput as exc:
-        return page(request, "signup.html", 400, error=str(exc), email=form.get("email", ""))
+        shown = form.get("email", "")[: validation.MAX_EMAIL]
+        return page(request, "signup.html", 400, error=str(exc), email=shown)
     return RedirectResponse("/login?created=1", status_code=303)
 
 
 @login_required
 async def logout(request: Request):
+    session_id = request.session["sid"]
+    await request.app.state.store.end_session(session_id)
+    request.app.state.feed.end_session(session_id)
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 
 
-# --- pages -------------------------------------------------------------------------------
+# --- pages: a user sees only their own customers ----------------------------------------
 @login_required
 async def home(request: Request):
     return RedirectResponse("/timer", status_code=303)
@@ -136,25 +197,41 @@ async def home(request: Request):
 
 @login_required
 async def timer_page(request: Request):
-    return page(request, "timer.html", customers=await request.app.state.store.customers())
+    customers = await request.app.state.store.customers(request.state.user)
+    return page(request, "timer.html", customers=customers)
 
 
 @login_required
 async def new_customer_page(request: Request):
     if request.method == "GET":
         return page(request, "customer.html", form={})
-    form = dict(await request.form())
+    form = await read_form(request)
     try:
-        customer = validate_customer(
-            form.get("customerName", ""),
-            form.get("email", ""),
-            form.get("phone", ""),
-            form.get("birthDay", ""),
-        )
-        await request.app.state.store.add_customer(customer)
+        customer = validation.customer(form)
+        await request.app.state.store.add_customer(request.state.user, customer)
     except InvalidInput as exc:
-        return page(request, "customer.html", 400, error=str(exc), form=form)
+        shown = {k: v[: validation.MAX_EMAIL] for k, v in form.items() if k != "csrf"}
+        return page(request, "customer.html", 400, error=str(exc), form=shown)
     return page(request, "customer.html", created=customer, form={})
+
+
+async def own_customer(request: Request) -> dict:
+    """The path's customer if it is the user's own; 404 otherwise (whether or not it exists)."""
+    email = request.path_params["email"]
+    store: Store = request.app.state.store
+    customer = None
+    if len(email) <= validation.MAX_EMAIL:
+        customer = await store.customer(request.state.user, email)
+    if customer is None:
+        raise HTTPException(404, "No such customer among yours.")
+    return customer
+
+
+@login_required
+async def customer_page(request: Request):
+    customer = await own_customer(request)
+    tests = request.app.state.store.recent_tests(customer["email"])
+    return page(request, "customer_tests.html", customer=customer, tests=tests)
 
 
 @login_required
@@ -166,43 +243,35 @@ async def graph_page(request: Request):
 
 # --- JSON API ------------------------------------------------------------------------------
 async def json_body(request: Request) -> dict:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidInput("The body must be JSON.") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("The body must be a JSON object.")
-    return body
+    require_type(request, "application/json")
+    return validation.json_object(await request.body())
 
 
 @login_required
 async def api_customers(request: Request):
     store: Store = request.app.state.store
     if request.method == "GET":
-        return JSONResponse(await store.customers())
-    body = await json_body(request)
-    customer = validate_customer(
-        str(body.get("customerName", "")),
-        str(body.get("email", "")),
-        str(body.get("phone", "")),
-        str(body.get("birthDay", "")),
-    )
-    return JSONResponse(await store.add_customer(customer), status_code=201)
+        return JSONResponse(await store.customers(request.state.user))
+    customer = validation.customer(await json_body(request))
+    return JSONResponse(await store.add_customer(request.state.user, customer), status_code=201)
+
+
+@login_required
+async def api_customer(request: Request):
+    customer = await own_customer(request)
+    tests = request.app.state.store.recent_tests(customer["email"])
+    return JSONResponse({"customer": customer, "tests": tests})
 
 
 @login_required
 async def api_tests(request: Request):
     store: Store = request.app.state.store
     body = await json_body(request)
-    customer = await store.customer(str(body.get("email", "")))
+    email = validation.text(body.get("email", ""), "email", validation.MAX_EMAIL)
+    customer = await store.customer(request.state.user, email)
     if customer is None:
-        raise InvalidInput("Unknown customer: create the customer first.")
-    if body.get("totalSteps") != TOTAL_STEPS:
-        raise InvalidInput(f"A rapid step test has exactly {TOTAL_STEPS} steps.")
-    try:
-        start, stop = int(body["startTime"]), int(body["stopTime"])
-    except (KeyError, TypeError, ValueError):
-        raise InvalidInput("startTime and stopTime must be epoch milliseconds.") from None
+        raise HTTPException(404, "No such customer among yours: create the customer first.")
+    start, stop = validation.test_times(body, int(time.time() * 1000))
     test, risk = await store.add_test(customer, start, stop)
     score = None if risk is None else risk.score
     log.info("test stored for %s (%d ms), risk score %s", customer["email"], stop - start, score)
@@ -213,47 +282,78 @@ async def api_tests(request: Request):
 
 @login_required
 async def api_simulation(request: Request):
-    simulator: Simulator = request.app.state.simulator
+    simulations: Simulations = request.app.state.simulations
+    user = request.state.user
     if request.method == "POST":
-        body = await json_body(request)
-        if body.get("active"):
-            simulator.start()
+        active = (await json_body(request)).get("active")
+        if not isinstance(active, bool):
+            raise InvalidInput("active must be true or false.")
+        if active:
+            await simulations.activate(user)
         else:
-            await simulator.stop()
+            await simulations.of(user).stop()
+    simulator = simulations.of(user)
     return JSONResponse({"active": simulator.running, "testsRun": simulator.tests_run})
 
 
 async def health(request: Request):
-    """No login: for people and for container healthchecks."""
+    """Up or down for anyone (container healthchecks); what is wrong only after login."""
     state = request.app.state
     try:
         redis_ok = await asyncio.wait_for(state.store.ping(), 2)
+        user = await current_user(request)
     except (RedisError, OSError, asyncio.TimeoutError):
-        redis_ok = False
-    problems = [p for p in (state.publisher.error, state.feed.error, state.simulator.error) if p]
+        redis_ok, user = False, None
+    status_code = 200 if redis_ok else 503
+    if user is None:
+        return JSONResponse({"status": "up" if redis_ok else "down"}, status_code=status_code)
+    problems = [p for p in (state.publisher.error, state.feed.error) if p]
+    problems += state.simulations.errors()
     if not redis_ok:
         problems.insert(0, "Redis unavailable: retrying")
-    body = {"ok": redis_ok, "redis": redis_ok, "problems": problems}
-    return JSONResponse(body, status_code=200 if redis_ok else 503)
+    body = {"status": "up" if redis_ok else "down", "redis": redis_ok, "problems": problems}
+    return JSONResponse(body, status_code=status_code)
+
+
+KEEP_ALIVE_SECONDS = 15
+
+
+async def session_alive(store: Store, session_id: str) -> bool:
+    try:
+        return await store.session_user(session_id) is not None
+    except RedisError:
+        return True  # cannot tell while Redis is away: the session's expiry still holds
 
 
 @login_required
 async def risk_stream(request: Request):
-    """Server-Sent Events: the current round, then every new point; the browser reconnects."""
+    """Server-Sent Events: the current round, then every new point. The stream ends with its
+    session (logout or expiry) and when the browser falls too far behind; the browser then
+    reconnects (or goes to the login page)."""
     feed: RiskFeed = request.app.state.feed
-    queue = feed.subscribe()
+    if len(feed.streams) >= MAX_STREAMS:
+        raise HTTPException(503, "Too many live graphs are open: try again later.")
+    store: Store = request.app.state.store
+    session_id = request.session["sid"]
+    ends = request.session["since"] + request.app.state.settings.session_seconds
+    stream = feed.subscribe(session_id)
 
     async def events():
         try:
-            yield f"event: round\ndata: {json.dumps(feed.points)}\n\n"
-            while True:
+            yield f"retry: 2000\nevent: round\ndata: {json.dumps(feed.points)}\n\n"
+            while (remaining := ends - time.time()) > 0:
                 try:
-                    point = await asyncio.wait_for(queue.get(), 15)
-                    yield f"event: point\ndata: {json.dumps(point)}\n\n"
+                    point = await stream.next(min(KEEP_ALIVE_SECONDS, remaining))
                 except asyncio.TimeoutError:
+                    if not await session_alive(store, session_id):
+                        return  # ended elsewhere
                     yield ": keep-alive\n\n"
+                    continue
+                if point is None:
+                    return
+                yield f"event: point\ndata: {json.dumps(point)}\n\n"
         finally:
-            feed.unsubscribe(queue)
+            feed.unsubscribe(stream)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
@@ -265,17 +365,29 @@ async def chart_js(request: Request):
     return Response(CHART_JS.read_bytes(), media_type="text/javascript")
 
 
-# --- errors ----------------------------------------------------------------------------------
+# --- errors: a clear message, never a stack trace -------------------------------------------
+def error_response(request: Request, status_code: int, message: str) -> Response:
+    if is_api(request) or request.url.path == "/health":
+        return JSONResponse({"error": message}, status_code=status_code)
+    return page(request, "error.html", status_code, error=message)
+
+
 async def invalid_input(request: Request, exc: InvalidInput):
-    return JSONResponse({"error": str(exc)}, status_code=400)
+    return error_response(request, 400, str(exc))
+
+
+async def http_error(request: Request, exc: HTTPException):
+    return error_response(request, exc.status_code, exc.detail)
+
+
+async def too_many_simulations(request: Request, exc: TooManySimulations):
+    return error_response(request, 429, str(exc))
 
 
 async def redis_down(request: Request, exc: RedisError):
     log.warning("Redis error on %s: %s", request.url.path, exc)
     message = "Redis is unavailable right now; the app retries. Try again in a moment."
-    if request.url.path.startswith("/api/"):
-        return JSONResponse({"error": message}, status_code=503)
-    return page(request, "error.html", 503, error=message)
+    return error_response(request, 503, message)
 
 
 # --- the app ---------------------------------------------------------------------------------
@@ -292,28 +404,34 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         store = Store(client)
         publisher = RiskPublisher(settings.kafka_bootstrap_servers, settings.events_topic)
-        feed = RiskFeed(settings.kafka_bootstrap_servers, settings.risk_topic)
+        feed = RiskFeed(
+            settings.kafka_bootstrap_servers, settings.risk_topic, settings.stream_buffer
+        )
 
         def publish_risk(email: str, risk: Risk) -> None:
             publisher.publish(*risk_event(email, risk))
 
-        simulator = Simulator(store, publish_risk, speed=settings.sim_speed)
-        app.state.settings, app.state.store, app.state.simulator = settings, store, simulator
+        simulations = Simulations(store, publish_risk, speed=settings.sim_speed)
+        app.state.settings, app.state.store, app.state.simulations = settings, store, simulations
         app.state.publisher, app.state.feed = publisher, feed
         app.state.publish_risk = publish_risk
+        app.state.login_limits = {
+            "account": LoginLimiter(LOGIN_FAILURES_PER_ACCOUNT),
+            "client": LoginLimiter(LOGIN_FAILURES_PER_CLIENT),
+        }
         # In the background: the app serves (and says Redis is down) while Redis is away.
-        prepare_task = asyncio.create_task(prepare_redis(store, settings), name="prepare-redis")
+        prepare_task = asyncio.create_task(
+            prepare_redis(store, settings, simulations), name="prepare-redis"
+        )
         publisher_task = asyncio.create_task(publisher.run(), name="risk-publisher")
         feed.start()
-        if settings.simulate:
-            simulator.start()
         log.info(
             "STEDI app on http://127.0.0.1:%d; Kafka at %s",
             settings.app_port,
             settings.kafka_bootstrap_servers,
         )
         yield
-        await simulator.stop()
+        await simulations.stop_all()
         prepare_task.cancel()
         publisher_task.cancel()
         feed.close()
@@ -327,9 +445,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/logout", logout, methods=["POST"]),
         Route("/timer", timer_page),
         Route("/customers/new", new_customer_page, methods=["GET", "POST"]),
+        Route("/customers/{email}", customer_page),
         Route("/graph", graph_page),
         Route("/health", health),
         Route("/api/customers", api_customers, methods=["GET", "POST"]),
+        Route("/api/customers/{email}", api_customer),
         Route("/api/tests", api_tests, methods=["POST"]),
         Route("/api/simulation", api_simulation, methods=["GET", "POST"]),
         Route("/api/risk-stream", risk_stream),
@@ -338,24 +458,32 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     secret = settings.secret_key or secrets.token_urlsafe(32)
     middleware = [
+        Middleware(BodyLimit),  # outermost: no byte over the limit reaches a parser
         Middleware(
             SessionMiddleware,
             secret_key=secret,
             max_age=settings.session_seconds,
             same_site="strict",
             session_cookie="stedi_session",
-        )
+        ),
     ]
     return Starlette(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
-        exception_handlers={InvalidInput: invalid_input, RedisError: redis_down},
+        exception_handlers={
+            InvalidInput: invalid_input,
+            HTTPException: http_error,
+            TooManySimulations: too_many_simulations,
+            RedisError: redis_down,
+        },
     )
 
 
-async def prepare_redis(store: Store, settings: Settings) -> None:
-    """Create `Customer` and `User` if missing; wait for Redis rather than fail the start."""
+async def prepare_redis(store: Store, settings: Settings, simulations: Simulations) -> None:
+    """Create `Customer` and `User` if missing; wait for Redis rather than fail the start.
+
+    STEDI_SIMULATE=1 then starts a simulation owned by the admin user."""
     while True:
         try:
             generated = await store.ensure_keys(settings.admin_user, settings.admin_password)
@@ -370,3 +498,5 @@ async def prepare_redis(store: Store, settings: Settings) -> None:
             "(set STEDI_ADMIN_USER/STEDI_ADMIN_PASSWORD to choose your own)",
             generated,
         )
+    if settings.simulate:
+        simulations.of(settings.admin_user or "admin@stedi.test").start()

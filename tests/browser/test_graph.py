@@ -5,8 +5,11 @@ app's graph. Debian's chromium is driven by Playwright with executable_path:
 no browser is downloaded.
 """
 
+import json
 import os
+import signal
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -14,7 +17,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from stedi.stack import services
 from tests.app_server import ADMIN_EMAIL, ADMIN_PASSWORD, AppServer
-from tests.stack_support import create_topics
+from tests.stack_support import create_topics, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -61,12 +64,16 @@ def pipeline(stack, tmp_path_factory):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    app = AppServer(env, work / "app.log")
-    yield app
-    app.stop()
-    os.killpg(join.pid, 15)
-    join.wait(60)
-    join_log.close()
+    try:  # the join stops even when the app fails to start
+        app = AppServer(env, work / "app.log")
+        try:
+            yield app
+        finally:
+            app.stop()
+    finally:
+        os.killpg(join.pid, signal.SIGTERM)
+        join.wait(60)
+        join_log.close()
 
 
 @pytest.fixture
@@ -144,3 +151,41 @@ def test_a_manual_test_of_30_steps_is_stored(pipeline, browser_page):
     for _ in range(30):
         page.click("#step")
     expect(page.locator("#result")).to_contain_text("Stored: Sam Test")
+
+
+@pytest.fixture(scope="module")
+def graph_feed(stack, tmp_path_factory):
+    """The app on a risk topic the test writes itself (no Spark), whose live graphs may fall
+    only one point behind before the app ends their stream."""
+    topic = f"customer-risk-reconnect-{uuid.uuid4().hex[:8]}"
+    create_topics(stack, topic)
+    log = tmp_path_factory.mktemp("reconnect") / "app.log"
+    app = AppServer({"KAFKA_RISK_TOPIC": topic, "STEDI_STREAM_BUFFER": "1"}, log)
+    app.topic = topic
+    yield app
+    app.stop()
+
+
+def test_a_graph_stream_the_app_drops_reconnects_and_keeps_updating(
+    graph_feed, stack, browser_page
+):
+    page = browser_page
+    log_in(page, graph_feed.url)
+    page.goto(f"{graph_feed.url}/graph")
+    expect(page.locator("#stream-state")).to_have_text("live")
+    expect(page.locator("#team-wide")).to_contain_text("team-wide")
+
+    # A burst the browser's stream cannot take at once: the app ends that stream.
+    burst = [json.dumps({"birthYear": 1930 + i % 30, "score": 0.5}) for i in range(200)]
+    produce(stack, graph_feed.topic, burst)
+    deadline = time.monotonic() + 60
+    while "ended a live graph stream that fell behind" not in graph_feed.log_path.read_text():
+        assert time.monotonic() < deadline, "the app never ended the stream"
+        time.sleep(0.5)
+
+    # The browser reconnects by itself and gets the points that come after.
+    produce(stack, graph_feed.topic, [json.dumps({"birthYear": 1999, "score": 42.0})])
+    expect(page.locator("#points tbody tr", has_text="1999")).to_contain_text("42", timeout=30_000)
+    expect(page.locator("#stream-state")).to_have_text("live")
+    rows = page.locator("#points tbody tr").count()
+    assert rows == 200 % 30 + 1  # the current round (a new stream starts with it) + the new one

@@ -3,12 +3,12 @@
 import json
 import math
 import re
+import time
 from datetime import datetime, timezone
 
 import pytest
 
-from tests.app_server import AppServer
-from tests.integration.test_app_api import logged_in, stored
+from tests.app_server import AppServer, logged_in, stored
 from tests.stack_support import TopicReader, create_topics
 
 pytestmark = pytest.mark.integration
@@ -95,6 +95,7 @@ def test_kafka_broker_alone_points_the_app_at_that_broker(stack, unique, tmp_pat
     env = {"KAFKA_BOOTSTRAP_SERVERS": None, "KAFKA_BROKER": broker, "STEDI_EVENTS_TOPIC": topic}
     app = AppServer(env, tmp_path / "app.log")
     reader = TopicReader(stack, topic)
+    start = int(time.time() * 1000) - 3_600_000  # tests of the last hour
     try:
         assert f"Kafka at {broker}" in (tmp_path / "app.log").read_text()
         client, token = logged_in(app)
@@ -104,13 +105,13 @@ def test_kafka_broker_alone_points_the_app_at_that_broker(stack, unique, tmp_pat
                     "birthDay": "1970-01-01"}  # fmt: skip
         assert client.post("/api/customers", json=customer, headers=headers).status_code == 201
         for i in range(4):
-            test = {"email": email, "startTime": i * 600_000, "stopTime": i * 600_000 + 70_000,
-                    "totalSteps": 30}  # fmt: skip
+            test = {"email": email, "startTime": start + i * 600_000,
+                    "stopTime": start + i * 600_000 + 70_000, "totalSteps": 30}  # fmt: skip
             assert client.post("/api/tests", json=test, headers=headers).status_code == 201
         records = reader.read(lambda rs: rs)
     finally:
         reader.close()
         app.stop()
     assert [json.loads(r.value) for r in records] == [
-        {"customer": email, "score": 0.0, "riskDate": iso_millis(3 * 600_000 + 70_000)}
+        {"customer": email, "score": 0.0, "riskDate": iso_millis(start + 3 * 600_000 + 70_000)}
     ]

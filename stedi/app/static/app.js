@@ -20,8 +20,11 @@ async function refreshStatus() {
   try {
     const response = await fetch("/health");
     const data = await response.json();
-    banner.textContent = data.problems.join(" · ");
-    banner.hidden = data.problems.length === 0;
+    // Logged in: what is wrong; otherwise only up or down.
+    const problems = data.problems
+      || (data.status === "up" ? [] : ["The STEDI app cannot reach its database; retrying…"]);
+    banner.textContent = problems.join(" · ");
+    banner.hidden = problems.length === 0;
   } catch (error) {
     banner.textContent = "The STEDI app is not answering; retrying…";
     banner.hidden = false;

@@ -49,9 +49,24 @@ function connect() {
     chart.update();
   });
   source.addEventListener("error", () => {
-    // EventSource retries by itself; after a hard failure (e.g. logged out) start a new one.
+    // The server ended the stream (the browser fell behind, the session ended) or the app is
+    // away. EventSource retries by itself; when it gives up (an HTTP error such as 401 once
+    // the session has ended), go to the login page or start a new stream.
     streamState.textContent = "reconnecting…";
-    if (source.readyState === EventSource.CLOSED) setTimeout(connect, 3000);
+    if (source.readyState === EventSource.CLOSED) setTimeout(restart, 2000);
   });
+}
+
+async function restart() {
+  try {
+    const response = await fetch("/api/simulation");
+    if (response.status === 401) {
+      window.location.assign("/login");
+      return;
+    }
+  } catch (error) {
+    // the app is not answering: try again below
+  }
+  connect();
 }
 connect();

@@ -45,6 +45,14 @@ el("step").addEventListener("click", async () => {
   }
 });
 
+function linkTests() {
+  const email = el("customer").value;
+  el("customer-tests").hidden = !email;
+  el("customer-tests").href = `/customers/${encodeURIComponent(email)}`;
+}
+el("customer").addEventListener("change", linkTests);
+linkTests();
+
 async function refreshSimulation() {
   const data = await api("/api/simulation");
   el("simulation-toggle").checked = data.active;
@@ -54,8 +62,10 @@ async function refreshSimulation() {
 el("simulation-toggle").addEventListener("change", async (event) => {
   try {
     await api("/api/simulation", { active: event.target.checked });
-  } finally {
-    refreshSimulation();
+    await refreshSimulation();
+  } catch (error) {
+    el("simulation-toggle").checked = false;
+    el("simulation-state").textContent = error.message;  // e.g. too many simulations running
   }
 });
 refreshSimulation();
