@@ -22,6 +22,9 @@ def table(results: dict) -> str:
     kafka, lat = results["kafka_limit"], results["latency"]
     m, r = results["machine"], results["ratios"]
     rate = _n(lat["rate_eps"])
+    behind = ""
+    if lat["joined"] < lat["scores"]:
+        behind = f" ({lat['joined']:,} of {lat['scores']:,} joined in time)"
     rows = [
         ["", "this project's join", "the course approach (peer)", "Kafka itself"],
         ["---", "---", "---", "---"],
@@ -53,7 +56,7 @@ def table(results: dict) -> str:
         ["start to first output, data waiting, s", _n(results["startup_s"], 1), "-", "-"],
         [
             f"latency p50 / p99 / max at {rate} scores/s, ms",
-            f"**{_n(lat['p50_ms'])} / {_n(lat['p99_ms'])} / {_n(lat['max_ms'])}**",
+            f"**{_n(lat['p50_ms'])} / {_n(lat['p99_ms'])} / {_n(lat['max_ms'])}**" + behind,
             "-",
             f"round trip p50 {_n(kafka['roundtrip_p50_ms'])}, p99 {_n(kafka['roundtrip_p99_ms'])}",
         ],

@@ -94,6 +94,7 @@ def main() -> None:
         if started:
             services.down(only=started)
     results["bench_seconds"] = round(time.monotonic() - began, 1)
+    results["run_id"] = topics.run_id  # in the name of every topic the run made (and deleted)
     bench.results.parent.mkdir(parents=True, exist_ok=True)
     bench.results.write_text(json.dumps(results, indent=2) + "\n")
     print()
