@@ -11,6 +11,7 @@ timestamp the feeder stamped when it sent the score. The score's value names it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -20,7 +21,7 @@ import time
 from bench import data
 from bench.settings import ROOT, BenchSettings
 from bench.spark_run import SparkRun
-from bench.topics import Topics, read_every_record, record_count
+from bench.topics import RecordCounter, Topics, read_every_record
 from stedi.config import Settings
 
 
@@ -30,13 +31,11 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[rank - 1]
 
 
-def wait_for_records(
-    settings: Settings, topic: str, want: int, run: SparkRun, timeout: float
-) -> int:
+def wait_for_records(counter: RecordCounter, want: int, run: SparkRun, timeout: float) -> int:
     """Poll the topic's record count until `want`, the run's exit or `timeout`; the last count."""
     deadline, count = time.monotonic() + timeout, 0
     while time.monotonic() < deadline:
-        count = record_count(settings, topic)
+        count = counter.count()
         if count >= want:
             return count
         if not run.running:
@@ -52,7 +51,7 @@ def feed(
     customers: int,
     rate: int,
     run: SparkRun,
-    output_topic: str,
+    output: RecordCounter,
 ) -> dict[int, int]:
     """Send the scores `ids` at `rate` per second, in 10 ms ticks; score id -> send time (ms)."""
     producer = data.producer(settings, linger_ms=0)
@@ -76,7 +75,7 @@ def feed(
             sent[score_id] = now_ms
         if time.monotonic() >= next_report:
             next_report += 10
-            joined = record_count(settings, output_topic)
+            joined = output.count()
             print(
                 f"   latency: {len(sent):,} scores fed, {joined:,} joined records so far",
                 file=sys.stderr,
@@ -111,7 +110,6 @@ def run_latency(settings: Settings, topics: Topics, bench: BenchSettings) -> dic
         "STEDI_STARTING_OFFSETS": "earliest",
         "STEDI_SUBMIT": "local",
     }
-    output = env["KAFKA_RISK_TOPIC"]
     data.produce_customers(settings, env["STEDI_REDIS_TOPIC"], customers)
     waiting = range(customers)  # one risk score per customer, waiting at start
     data.produce_scores(settings, env["STEDI_EVENTS_TOPIC"], waiting, customers, "start-up")
@@ -121,15 +119,17 @@ def run_latency(settings: Settings, topics: Topics, bench: BenchSettings) -> dic
     with tempfile.TemporaryDirectory(prefix="bench-checkpoints-") as checkpoints:
         env["STEDI_CHECKPOINT_DIR"] = checkpoints
         argv = [str(ROOT / "submit-join.sh")]
-        with SparkRun("join-stream", argv, env, bench.log_dir / "join-stream.log") as run:
-            wait_for_records(settings, output, 1, run, bench.timeout_s)
+        output = RecordCounter(settings, env["KAFKA_RISK_TOPIC"])
+        log = bench.log_dir / "join-stream.log"
+        with SparkRun("join-stream", argv, env, log) as run, contextlib.closing(output):
+            wait_for_records(output, 1, run, bench.timeout_s)
             startup_s = run.elapsed
             print(
                 f"   start-up: first joined record after {startup_s:.1f} s",
                 file=sys.stderr,
                 flush=True,
             )
-            got = wait_for_records(settings, output, len(waiting), run, bench.timeout_s)
+            got = wait_for_records(output, len(waiting), run, bench.timeout_s)
             if got < len(waiting):
                 raise RuntimeError(f"only {got} of the {len(waiting)} waiting scores were joined")
             print(
@@ -151,9 +151,9 @@ def run_latency(settings: Settings, topics: Topics, bench: BenchSettings) -> dic
             # Late records count too: a join that falls behind gets twice the feed's time
             # (at least a minute) to catch up; what is still missing then is reported.
             drain = max(60.0, 2.0 * bench.latency_seconds)
-            wait_for_records(settings, output, len(waiting) + len(sent), run, drain)
+            wait_for_records(output, len(waiting) + len(sent), run, drain)
             run.stop()
-    records = read_every_record(settings, output)
+    records = read_every_record(settings, env["KAFKA_RISK_TOPIC"])
     values = latencies_ms(records, sent)
     if not values:
         raise RuntimeError(f"none of the {len(sent)} fed scores came out; log {run.log_path}")

@@ -98,10 +98,12 @@ class SparkRun:
 
     def _sample(self) -> None:
         """The spark-submit JVM's peak RSS (VmHWM only grows: two samples a second suffice)."""
+        jvm = None
         while self.proc.poll() is None:
-            for pid in descendants(self.proc.pid):
-                if is_spark_submit(pid):
-                    self.peak_rss_kb = max(self.peak_rss_kb, *memory_kb(pid).values(), 0)
+            if jvm is None or not is_spark_submit(jvm):
+                jvm = next((p for p in descendants(self.proc.pid) if is_spark_submit(p)), None)
+            if jvm is not None:
+                self.peak_rss_kb = max(self.peak_rss_kb, *memory_kb(jvm).values(), 0)
             time.sleep(0.5)
 
     @property

@@ -52,6 +52,20 @@ def consumer(settings: Settings) -> KafkaConsumer:
     )
 
 
+class RecordCounter:
+    """Counts a one-partition topic's records again and again through one consumer."""
+
+    def __init__(self, settings: Settings, topic: str):
+        self._consumer = consumer(settings)
+        self._tp = TopicPartition(topic, 0)
+
+    def count(self) -> int:
+        return self._consumer.end_offsets([self._tp])[self._tp]
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
 def record_count(settings: Settings, topic: str) -> int:
     """Records in a one-partition topic (its end offset; the bench's topics never expire)."""
     c = consumer(settings)
