@@ -74,6 +74,7 @@ def table(results: dict) -> str:
             "",
             f"join / peer: **{_n(r['join_vs_peer'], 2)}x**; "
             f"join / Kafka consumer limit: **{_n(r['join_vs_kafka_consumer'], 3)}x**",
+            "",
             f"machine: {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB, Spark {m['spark']}, "
             f"Kafka {m['kafka']}, load average at start {m['load_average_at_start']}, {m['date']}",
         ]
