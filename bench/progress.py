@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 PROGRESS_RE = re.compile(
     r"^\[(?P<query>[^\]]+)\] batch (?P<batch>\d+): (?P<rows>\d+) rows in, "
-    r"[\d.]+ rows/s, (?P<ms>\d+) ms(?:, (?P<state>\d+) state rows)?"
+    r"[\d.]+ rows/s, (?P<ms>\d+) ms\b"
 )
+# Wherever it comes among the fields after the duration.
+STATE_RE = re.compile(r", (?P<state>\d+) state rows\b")
 
 
 @dataclass(frozen=True)
@@ -26,16 +28,17 @@ class Batch:
 
 
 def parse_line(line: str) -> Batch | None:
-    match = PROGRESS_RE.match(line.strip())
+    line = line.strip()
+    match = PROGRESS_RE.match(line)
     if match is None:
         return None
-    state = match["state"]
+    state = STATE_RE.search(line, match.end())
     return Batch(
         query=match["query"],
         batch=int(match["batch"]),
         rows=int(match["rows"]),
         ms=int(match["ms"]),
-        state_rows=None if state is None else int(state),
+        state_rows=None if state is None else int(state["state"]),
     )
 
 
