@@ -93,5 +93,5 @@ clean: down ## stop the stack and delete its data and the checkpoints
 run: install ## run the whole pipeline in the foreground (Ctrl-C stops what it started)
 	@$(PY) -m stedi.stack run
 
-bench: install ## benchmark the Redis source and the join (prints a table, writes build/bench/results.json)
-	@$(PY) bench/run.py
+bench: install ## the join vs the course approach and Kafka: table + build/bench/results.json (BENCH_EVENTS=200000)
+	@$(PY) -m bench.run

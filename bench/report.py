@@ -1,0 +1,81 @@
+"""results.json's figures as a Markdown table (the README's Performance section uses the same)."""
+
+from __future__ import annotations
+
+
+def ratios(results: dict) -> dict:
+    join = results["join"]["throughput_eps"]
+    peer = results["peer_join"]["throughput_eps"]
+    kafka = results["kafka_limit"]["consumer_eps"]
+    return {
+        "join_vs_peer": round(join / peer, 2) if peer else None,
+        "join_vs_kafka_consumer": round(join / kafka, 4) if kafka else None,
+    }
+
+
+def _n(value, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def table(results: dict) -> str:
+    join, peer = results["join"], results["peer_join"]
+    kafka, lat = results["kafka_limit"], results["latency"]
+    m, r = results["machine"], results["ratios"]
+    rate = _n(lat["rate_eps"])
+    behind = ""
+    if lat["joined"] < lat["scores"]:
+        behind = f" ({lat['joined']:,} of {lat['scores']:,} joined in time)"
+    rows = [
+        ["", "this project's join", "the course approach (peer)", "Kafka itself"],
+        ["---", "---", "---", "---"],
+        [
+            "throughput, risk scores/s (start-up excluded)",
+            f"**{_n(join['throughput_eps'])}**",
+            f"**{_n(peer['throughput_eps'])}**",
+            f"consumer {_n(kafka['consumer_eps'])} records/s",
+        ],
+        [
+            "backlog: risk scores / customers",
+            f"{_n(join['events'])} / {_n(join['customers'])}",
+            f"{_n(peer['events'])} / {_n(peer['customers'])}",
+            f"{_n(kafka['consumer_records'])} records read",
+        ],
+        ["output records", _n(join["output_records"]), _n(peer["output_records"]), "-"],
+        [
+            "micro-batch time for the backlog, s",
+            _n(join["seconds"], 1),
+            _n(peer["seconds"], 1),
+            "-",
+        ],
+        [
+            "wall time, JVM start and exit included, s",
+            _n(join["wall_s"], 1),
+            _n(peer["wall_s"], 1),
+            "-",
+        ],
+        ["start to first output, data waiting, s", _n(results["startup_s"], 1), "-", "-"],
+        [
+            f"latency p50 / p99 / max at {rate} scores/s, ms",
+            f"**{_n(lat['p50_ms'])} / {_n(lat['p99_ms'])} / {_n(lat['max_ms'])}**" + behind,
+            "-",
+            f"round trip p50 {_n(kafka['roundtrip_p50_ms'])}, p99 {_n(kafka['roundtrip_p99_ms'])}",
+        ],
+        [
+            "driver peak RSS, MiB",
+            _n(results["driver_peak_rss_mb"]),
+            _n(peer["driver_peak_rss_mb"]),
+            "-",
+        ],
+        ["state rows at the end of the backlog", _n(join.get("state_rows")), "-", "-"],
+    ]
+    return "\n".join(
+        [
+            *("| " + " | ".join(row) + " |" for row in rows),
+            "",
+            f"join / peer: **{_n(r['join_vs_peer'], 2)}x**; "
+            f"join / Kafka consumer limit: **{_n(r['join_vs_kafka_consumer'], 3)}x**",
+            "",
+            f"machine: {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB, Spark {m['spark']}, "
+            f"Kafka {m['kafka']}, load average at start {m['load_average_at_start']}, {m['date']}",
+        ]
+    )

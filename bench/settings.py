@@ -1,0 +1,47 @@
+"""The benchmark's sizes and paths, from the environment, in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip() or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not an integer") from None
+    if value <= 0:
+        raise SystemExit(f"{name}={raw!r} must be above zero")
+    return value
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    # Risk scores in the backlog that the join and the peer process.
+    events: int = field(default_factory=lambda: _int("BENCH_EVENTS", 200_000))
+    # Customers they join with (and the customers of the latency phase).
+    customers: int = field(default_factory=lambda: _int("BENCH_CUSTOMERS", 1000))
+    # The latency phase: the join as a stream, fed at a fixed rate for this long.
+    latency_seconds: int = field(default_factory=lambda: _int("BENCH_LATENCY_SECONDS", 60))
+    latency_rate: int = field(default_factory=lambda: _int("BENCH_LATENCY_RATE", 1000))
+    # Messages of Kafka's produce-to-consume round trip (one at a time).
+    roundtrip_messages: int = field(default_factory=lambda: _int("BENCH_ROUNDTRIP_MESSAGES", 5000))
+    # Single-member ZADDs through the Redis source.
+    redis_records: int = field(default_factory=lambda: _int("BENCH_REDIS_RECORDS", 20_000))
+    # Longest wait for one Spark run before it counts as failed.
+    timeout_s: int = field(default_factory=lambda: _int("BENCH_TIMEOUT", 1800))
+    results: Path = field(
+        default_factory=lambda: Path(
+            os.environ.get("BENCH_RESULTS", "").strip() or ROOT / "build" / "bench" / "results.json"
+        )
+    )
+
+    @property
+    def log_dir(self) -> Path:
+        """Each Spark run's full output, next to the results."""
+        return self.results.parent / "logs"

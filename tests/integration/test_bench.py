@@ -1,0 +1,110 @@
+"""A tiny `make bench` through the real stack and spark-submit: every figure is there and sane.
+
+Speed is not asserted here (that is the bench's job); counts and shapes are.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from importlib.metadata import version
+
+import pytest
+from kafka import KafkaAdminClient
+
+from stedi.stack import services
+
+pytestmark = pytest.mark.integration
+
+EVENTS, CUSTOMERS, LATENCY_SECONDS, LATENCY_RATE = 300, 30, 5, 100
+
+
+@pytest.fixture(scope="module")
+def bench_run(stack, tmp_path_factory):
+    """One tiny run of the harness: its results.json and its printed table."""
+    results = tmp_path_factory.mktemp("bench") / "results.json"
+    env = {
+        **os.environ,
+        "BENCH_EVENTS": str(EVENTS),
+        "BENCH_CUSTOMERS": str(CUSTOMERS),
+        "BENCH_LATENCY_SECONDS": str(LATENCY_SECONDS),
+        "BENCH_LATENCY_RATE": str(LATENCY_RATE),
+        "BENCH_REDIS_RECORDS": "200",
+        "BENCH_RESULTS": str(results),
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run"],
+        cwd=services.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    return json.loads(results.read_text()), run.stdout
+
+
+@pytest.mark.timeout(1800)  # three spark-submit runs; slow on a busy 2-core machine
+def test_tiny_bench_writes_every_key_of_issue_14(bench_run):
+    results, _ = bench_run
+    assert set(results["join"]) >= {"events", "seconds", "throughput_eps", "state_rows"}
+    assert set(results["peer_join"]) >= {"events", "seconds", "throughput_eps"}
+    assert set(results["kafka_limit"]) >= {"consumer_eps", "roundtrip_p50_ms", "roundtrip_p99_ms"}
+    assert set(results["latency"]) >= {"rate_eps", "p50_ms", "p99_ms", "max_ms"}
+    assert set(results["machine"]) >= {"cores", "memory_gb", "spark", "kafka"}
+    assert results["startup_s"] > 0
+    assert results["driver_peak_rss_mb"] > 100  # a Spark driver JVM, found and sampled
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("job", ["join", "peer_join"])
+def test_both_jobs_process_the_whole_backlog_once(bench_run, job):
+    figures = bench_run[0][job]
+    assert figures["events"] == EVENTS
+    assert figures["customers"] == CUSTOMERS
+    assert figures["input_rows"] == EVENTS + CUSTOMERS
+    assert figures["output_records"] == EVENTS  # one joined record per risk score
+    assert 0 < figures["seconds"] < figures["wall_s"]  # start-up is left out
+    assert figures["throughput_eps"] == pytest.approx(EVENTS / figures["seconds"], rel=0.01)
+
+
+@pytest.mark.timeout(1800)
+def test_kafka_limit_reads_the_same_backlog(bench_run):
+    kafka = bench_run[0]["kafka_limit"]
+    assert kafka["consumer_records"] == EVENTS
+    assert kafka["consumer_eps"] > 0
+    assert 0 <= kafka["roundtrip_p50_ms"] <= kafka["roundtrip_p99_ms"]
+
+
+@pytest.mark.timeout(1800)
+def test_every_fed_score_is_timed_from_producer_to_join_output(bench_run):
+    latency = bench_run[0]["latency"]
+    assert latency["scores"] == LATENCY_RATE * LATENCY_SECONDS
+    assert latency["joined"] == latency["scores"]
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    assert latency["rate_eps"] == pytest.approx(LATENCY_RATE, rel=0.1)
+
+
+@pytest.mark.timeout(1800)
+def test_ratios_table_and_machine_match_the_figures(bench_run):
+    results, table = bench_run
+    join, peer = results["join"]["throughput_eps"], results["peer_join"]["throughput_eps"]
+    assert results["ratios"]["join_vs_peer"] == round(join / peer, 2)
+    kafka = results["kafka_limit"]["consumer_eps"]
+    assert results["ratios"]["join_vs_kafka_consumer"] == round(join / kafka, 4)
+    assert f"join / peer: **{join / peer:,.2f}x**" in table
+    pom = (services.ROOT / "jvm" / "pom.xml").read_text()
+    assert results["machine"]["kafka"] == re.search(r"<kafka.version>(.+)<", pom)[1]
+    assert results["machine"]["spark"] == version("pyspark")
+    assert results["machine"]["cores"] == os.cpu_count()
+
+
+@pytest.mark.timeout(1800)
+def test_the_run_deletes_the_topics_it_made(stack, bench_run):
+    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap_servers)
+    try:
+        left = [t for t in admin.list_topics() if bench_run[0]["run_id"] in t]
+    finally:
+        admin.close()
+    assert left == []
