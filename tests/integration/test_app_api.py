@@ -200,3 +200,18 @@ def test_the_live_graph_stream_ends_when_its_session_logs_out(app):
             pytest.fail("the stream outlived its session")
     assert not any(line.startswith("event: point") for line in seen)
     assert client.get("/api/risk-stream").status_code == 401
+
+
+def test_customers_stored_before_owners_existed_go_to_the_admin_and_keep_their_email(
+    stack, redis_client, tmp_path
+):
+    legacy = a_customer("Lena Legacy", born="1955-05-05")
+    redis_client.zadd("Customer", {json.dumps(legacy, separators=(",", ":")): 0})
+    server = AppServer({}, tmp_path / "app.log")
+    try:
+        assert redis_client.hget("CustomerOwner", legacy["email"]).decode() == ADMIN_EMAIL
+        client, _ = logged_in(server)
+        emails = [c["email"] for c in client.get("/api/customers").json()]
+        assert legacy["email"] in emails
+    finally:
+        server.stop()
