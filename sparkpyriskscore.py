@@ -16,8 +16,9 @@ two most recent, in seconds, rounded HALF_UP to 2 decimals, never -0.0;
   matched with the app's score of the same customer and riskDate (key: email):
       {"customer":"Jason.Mitra@test.com","riskDate":"2020-09-14T07:54:06.417Z",
        "sparkScore":7.0,"appScore":7.0,"agree":true}
-  A score the app has not matched after 8 newer scores of that customer, or
-  when the customer's state expires, is written without `appScore`, agree false.
+  A score still unmatched at the end of a micro-batch behind 8 newer waiting
+  scores of that customer, or when the customer's state expires, is written
+  without `appScore`, agree false.
 - STEDI_DEAD_LETTER_TOPIC (default `stedi-dead-letter`): malformed step tests
   (source topic, partition, offset, timestamp, reason, member index, the value
   cut to 64 KiB with its length and SHA-256).
@@ -366,7 +367,7 @@ class CustomerState:
         return self.stops[-1], a + b, c + d
 
     def add_spark_score(self, risk_date_ms: int, previous: int, recent: int) -> list[tuple]:
-        """Checks rows (riskDateMs, previous, recent, appScore) settled by a new Spark score."""
+        """Check rows (riskDateMs, previous, recent, appScore) settled by a new Spark score."""
         if risk_date_ms in self.app_dates:
             i = self.app_dates.index(risk_date_ms)
             app_score = self.app_scores.pop(i)
@@ -375,8 +376,6 @@ class CustomerState:
         self.spark_dates.append(risk_date_ms)
         self.spark_previous.append(previous)
         self.spark_recent.append(recent)
-        if len(self.spark_dates) > PENDING_LIMIT:  # the app never published that one
-            return [self._pop_spark(0, None)]
         return []
 
     def add_app_score(self, risk_date_ms: int, score: float) -> list[tuple]:
@@ -385,9 +384,18 @@ class CustomerState:
             return [self._pop_spark(self.spark_dates.index(risk_date_ms), score)]
         self.app_dates.append(risk_date_ms)
         self.app_scores.append(score)
-        if len(self.app_dates) > PENDING_LIMIT:  # a score Spark will not compute
-            del self.app_dates[0], self.app_scores[0]
         return []
+
+    def trim(self) -> list[tuple]:
+        """Keeps the PENDING_LIMIT most recent waiting scores of each side (end of a batch).
+
+        An older Spark score is checked without the app's value: the app never
+        published it. An older app score is dropped: Spark will not compute it.
+        """
+        excess = max(0, len(self.app_dates) - PENDING_LIMIT)
+        del self.app_dates[:excess], self.app_scores[:excess]
+        excess = max(0, len(self.spark_dates) - PENDING_LIMIT)
+        return [self._pop_spark(0, None) for _ in range(excess)]
 
     def unmatched(self) -> list[tuple]:
         """Check rows for every Spark score still waiting (the state is going away)."""
@@ -403,12 +411,16 @@ class CustomerState:
 
 
 def advance(state: CustomerState, rows: list[dict], now_ms: int) -> list[tuple]:
-    """Applies one micro-batch of a customer's rows in arrival order.
+    """Applies one micro-batch of a customer's rows: the app's scores, then the tests.
 
+    Tests in arrival order (their stop times order the state). App scores first,
+    and waiting scores trimmed only at the end, so that a batch holding a long
+    history of both (a replay) matches every pair whatever their order.
     Returns output rows (kind, riskDateMs, previousTwoMs, recentTwoMs, appScore).
     """
     out: list[tuple] = []
-    for row in sorted(rows, key=lambda r: (r["topic"], r["partition"], r["offset"])):
+    ordered = sorted(rows, key=lambda r: (bool(r["isTest"]), r["partition"], r["offset"]))
+    for row in ordered:
         if row["isTest"]:
             state.tested_at_ms = now_ms
             score = state.add_test(int(row["stopTime"]), int(row["testTime"]))
@@ -419,6 +431,7 @@ def advance(state: CustomerState, rows: list[dict], now_ms: int) -> list[tuple]:
         else:
             checks = state.add_app_score(int(row["riskDateMs"]), float(row["appScore"]))
             out.extend(("check", *c) for c in checks)
+    out.extend(("check", *c) for c in state.trim())
     return out
 
 

@@ -355,9 +355,34 @@ def test_an_exact_repeat_of_a_held_test_gives_no_second_score():
 
 def test_an_unmatched_score_is_checked_without_the_apps_value_when_pushed_out():
     state = job.CustomerState()
-    settled = [state.add_spark_score(T0 + i, 1000, 0) for i in range(job.PENDING_LIMIT + 1)]
-    assert settled[-1] == [(T0, 1000, 0, None)]
-    assert sum(len(s) for s in settled) == 1
+    for i in range(job.PENDING_LIMIT + 1):
+        assert state.add_spark_score(T0 + i, 1000, 0) == []
+    assert state.trim() == [(T0, 1000, 0, None)]
+    assert len(state.spark_dates) == job.PENDING_LIMIT
+
+
+def test_a_batch_replaying_a_long_history_matches_every_score():
+    state = job.CustomerState()
+    tests = history([61 + (i * 7) % 50 for i in range(40)])
+    model = app_model(tests)
+    rows = [
+        {"isTest": True, "stopTime": stop, "testTime": d, "partition": 0, "offset": i}
+        for i, (stop, d) in enumerate(tests)
+    ]
+    rows += [
+        {
+            "isTest": False,
+            "riskDateMs": tests[3 + i][0],
+            "appScore": m["score"],
+            "partition": 0,
+            "offset": i,
+        }
+        for i, m in enumerate(model)
+    ]
+    out = job.advance(state, rows, now_ms=T0)
+    checks = [o for o in out if o[0] == "check"]
+    assert len(checks) == len(model) == 37
+    assert all(c[4] is not None for c in checks)
 
 
 def test_expired_state_checks_every_waiting_score():
