@@ -29,6 +29,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from stedi.app.kafka_io import GRAPH_ROUND, RiskFeed, RiskPublisher
+from stedi.app.quality import RiskQuality
 from stedi.app.risk import TOTAL_STEPS, Risk, risk_event
 from stedi.app.simulator import Simulator
 from stedi.app.store import InvalidInput, Store, validate_customer
@@ -160,7 +161,12 @@ async def new_customer_page(request: Request):
 @login_required
 async def graph_page(request: Request):
     return page(
-        request, "graph.html", round_size=GRAPH_ROUND, title=GRAPH_TITLE, subtitle=GRAPH_SUBTITLE
+        request,
+        "graph.html",
+        round_size=GRAPH_ROUND,
+        title=GRAPH_TITLE,
+        subtitle=GRAPH_SUBTITLE,
+        quality=request.app.state.quality.line(),
     )
 
 
@@ -293,6 +299,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         store = Store(client)
         publisher = RiskPublisher(settings.kafka_bootstrap_servers, settings.events_topic)
         feed = RiskFeed(settings.kafka_bootstrap_servers, settings.risk_topic)
+        quality = RiskQuality(settings.kafka_bootstrap_servers, settings.quality_topic)
+        app.state.quality = quality
 
         def publish_risk(email: str, risk: Risk) -> None:
             publisher.publish(*risk_event(email, risk))
@@ -305,6 +313,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         prepare_task = asyncio.create_task(prepare_redis(store, settings), name="prepare-redis")
         publisher_task = asyncio.create_task(publisher.run(), name="risk-publisher")
         feed.start()
+        quality.start()
         if settings.simulate:
             simulator.start()
         log.info(
@@ -317,6 +326,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         prepare_task.cancel()
         publisher_task.cancel()
         feed.close()
+        quality.close()
         publisher.close()
         await client.aclose()
 

@@ -20,6 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from stedi.stack import services
 from tests.app_server import AppServer
+from tests.integration.test_app_api import logged_in
 from tests.stack_support import TopicReader, create_topics, read_all
 
 pytestmark = pytest.mark.integration
@@ -130,3 +131,21 @@ def test_the_join_fed_from_spark_scores_writes_the_same_records(stack, unique, s
         outputs[source] = Counter((r.key, r.value) for r in records)
     assert sum(outputs["STEDI_EVENTS_TOPIC"].values()) >= MIN_SCORES
     assert outputs["STEDI_SPARK_RISK_TOPIC"] == outputs["STEDI_EVENTS_TOPIC"]
+
+
+def test_the_graph_page_says_how_many_scores_were_checked_and_agreed(
+    stack, simulated_run, tmp_path
+):
+    topics, app_scores, _, _ = simulated_run
+    env = {"STEDI_RISK_QUALITY_TOPIC": topics["STEDI_RISK_QUALITY_TOPIC"]}
+    app = AppServer(env, tmp_path / "app.log")
+    try:
+        client, _ = logged_in(app)
+        expected = f"scores checked: {len(app_scores)}, agreeing: {len(app_scores)}"
+        deadline, page = time.monotonic() + 30, ""
+        while expected not in page and time.monotonic() < deadline:
+            page = client.get("/graph").text
+            time.sleep(0.5)
+        assert expected in page
+    finally:
+        app.stop()

@@ -17,6 +17,7 @@ from datetime import datetime
 import pytest
 
 import sparkpyriskscore as job
+from stedi.app.quality import QualityCounts
 from stedi.app.risk import StepTest, iso_millis, risk_score
 from tests.records import customer, zadd_record
 
@@ -404,3 +405,10 @@ def test_state_ttl_is_read_as_a_duration(text, ms):
 def test_a_state_ttl_that_is_no_duration_is_refused():
     with pytest.raises(ValueError, match="not a duration"):
         job.duration_ms("forever")
+
+
+def test_the_graph_pages_quality_line_counts_checks_and_agreements():
+    counts = QualityCounts()
+    for value in [b'{"agree":true}', b'{"agree":false}', b'{"agree":true}', b"not json", None]:
+        counts.add(value)
+    assert counts.line() == "scores checked: 3, agreeing: 2"
