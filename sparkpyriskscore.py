@@ -675,6 +675,15 @@ def progress_line(progress: dict, agreement: Agreement) -> str:
     )
 
 
+def print_new_batches(query: StreamingQuery, last: int, agreement: Agreement) -> int:
+    """Prints the progress lines of batches after `last`; returns the newest batch id."""
+    for progress in query.recentProgress:
+        if progress["batchId"] > last:
+            last = progress["batchId"]
+            print(progress_line(progress, agreement), flush=True)
+    return last
+
+
 def run(spark: SparkSession, settings: Settings, available_now: bool) -> None:
     """Runs the query, printing one progress line per batch.
 
@@ -690,11 +699,9 @@ def run(spark: SparkSession, settings: Settings, available_now: bool) -> None:
         try:
             while query.isActive:
                 query.awaitTermination(0.2)
-                for progress in query.recentProgress:
-                    if progress["batchId"] > last:
-                        last = progress["batchId"]
-                        print(progress_line(progress, agreement), flush=True)
-                        backoff = 1.0
+                if (newest := print_new_batches(query, last, agreement)) > last:
+                    last, backoff = newest, 1.0
+            print_new_batches(query, last, agreement)  # batches that ended in between
         except KeyboardInterrupt:
             print("interrupted: stopping the query", flush=True)
             query.stop()
