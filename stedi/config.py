@@ -56,6 +56,13 @@ class Settings:
     redis_topic: str = field(default_factory=lambda: _env("STEDI_REDIS_TOPIC", "redis-server"))
     events_topic: str = field(default_factory=lambda: _env("STEDI_EVENTS_TOPIC", "stedi-events"))
     risk_topic: str = field(default_factory=lambda: _env("KAFKA_RISK_TOPIC", "customer-risk"))
+    # sparkpyriskscore.py's outputs: its scores, and their check against the app's.
+    spark_risk_topic: str = field(
+        default_factory=lambda: _env("STEDI_SPARK_RISK_TOPIC", "stedi-risk-spark")
+    )
+    quality_topic: str = field(
+        default_factory=lambda: _env("STEDI_RISK_QUALITY_TOPIC", "risk-quality")
+    )
     dead_letter_topic: str = field(
         default_factory=lambda: _env("STEDI_DEAD_LETTER_TOPIC", "stedi-dead-letter")
     )

@@ -41,6 +41,7 @@ from stedi.app.limits import (
     BodyLimit,
     LoginLimiter,
 )
+from stedi.app.quality import RiskQuality
 from stedi.app.risk import Risk, risk_event
 from stedi.app.simulator import Simulations, TooManySimulations
 from stedi.app.store import Store
@@ -237,7 +238,12 @@ async def customer_page(request: Request):
 @login_required
 async def graph_page(request: Request):
     return page(
-        request, "graph.html", round_size=GRAPH_ROUND, title=GRAPH_TITLE, subtitle=GRAPH_SUBTITLE
+        request,
+        "graph.html",
+        round_size=GRAPH_ROUND,
+        title=GRAPH_TITLE,
+        subtitle=GRAPH_SUBTITLE,
+        quality=request.app.state.quality.line(),
     )
 
 
@@ -407,6 +413,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         feed = RiskFeed(
             settings.kafka_bootstrap_servers, settings.risk_topic, settings.stream_buffer
         )
+        quality = RiskQuality(settings.kafka_bootstrap_servers, settings.quality_topic)
+        app.state.quality = quality
 
         def publish_risk(email: str, risk: Risk) -> None:
             publisher.publish(*risk_event(email, risk))
@@ -425,6 +433,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         publisher_task = asyncio.create_task(publisher.run(), name="risk-publisher")
         feed.start()
+        quality.start()
         log.info(
             "STEDI app on http://127.0.0.1:%d; Kafka at %s",
             settings.app_port,
@@ -435,6 +444,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         prepare_task.cancel()
         publisher_task.cancel()
         feed.close()
+        quality.close()
         publisher.close()
         await client.aclose()
 

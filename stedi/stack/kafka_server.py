@@ -119,6 +119,9 @@ def stack_topics(settings: Settings) -> dict[str, dict[str, str]]:
         settings.events_topic: {},
         settings.risk_topic: {},
         settings.dead_letter_topic: {},
+        # sparkpyriskscore.py's outputs
+        settings.spark_risk_topic: {},
+        settings.quality_topic: {},
     }
 
 

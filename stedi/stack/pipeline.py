@@ -24,6 +24,7 @@ JOBS = {
     "customers": [str(services.ROOT / "submit-redis.sh")],
     "risk": [str(services.ROOT / "submit-event.sh")],
     "join": [str(services.ROOT / "submit-join.sh")],
+    "score": [str(services.ROOT / "submit-score.sh")],
 }
 NOISE = (" WARN ", "WARNING: Using incubator modules")
 

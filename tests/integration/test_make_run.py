@@ -26,6 +26,8 @@ def test_run_starts_the_app_and_the_jobs_and_ctrl_c_stops_them_all(stack, unique
         "STEDI_APP_PORT": str(app_port),
         "KAFKA_RISK_TOPIC": f"customer-risk-run-{unique}",
         "STEDI_DEAD_LETTER_TOPIC": f"dead-letter-run-{unique}",
+        "STEDI_SPARK_RISK_TOPIC": f"stedi-risk-spark-run-{unique}",
+        "STEDI_RISK_QUALITY_TOPIC": f"risk-quality-run-{unique}",
         "STEDI_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
     }
     run = subprocess.Popen(
@@ -47,14 +49,14 @@ def test_run_starts_the_app_and_the_jobs_and_ctrl_c_stops_them_all(stack, unique
                 pids[started.group(1)] = int(started.group(2))
             if "[customer-risk-join] started" in line:
                 break
-        assert set(pids) == {"app", "customers", "risk", "join"}
+        assert set(pids) == {"app", "customers", "risk", "join", "score"}
         assert httpx.get(f"http://127.0.0.1:{app_port}/health").status_code == 200
     finally:
         os.killpg(run.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's whole group
         rest, _ = run.communicate(timeout=120)
     # make itself got the Ctrl-C too and ends by it once `run` is done.
     assert run.returncode in (0, -signal.SIGINT), rest
-    assert "stopped join" in rest and "stopped app" in rest
+    assert "stopped join" in rest and "stopped score" in rest and "stopped app" in rest
     assert not [name for name, pid in pids.items() if group_alive(pid)], "processes left behind"
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{app_port}/health")

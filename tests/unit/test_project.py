@@ -10,6 +10,7 @@ WRAPPERS = {
     "submit-redis.sh": "sparkpyrediskafkastreamtoconsole.py",
     "submit-event.sh": "sparkpyeventskafkastreamtoconsole.py",
     "submit-join.sh": "sparkpykafkajoin.py",
+    "submit-score.sh": "sparkpyriskscore.py",
 }
 
 

@@ -1,0 +1,151 @@
+"""sparkpyriskscore.py against the real app: the simulator at 30x, real Kafka, spark-submit.
+
+The app publishes its scores on a fresh events topic; the Redis source publishes
+the tests on the stack's `redis-server`, which Spark reads from where it stood
+before the app started (the simulator's customers are new, so that is their
+whole history).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections import Counter
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from stedi.stack import services
+from tests.app_server import AppServer
+from tests.integration.test_app_api import logged_in
+from tests.stack_support import TopicReader, create_topics, read_all
+
+pytestmark = pytest.mark.integration
+
+MIN_SCORES = 100
+
+
+def submit(wrapper: str, env: dict) -> str:
+    result = subprocess.run(
+        [str(services.ROOT / wrapper), "--available-now"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env, "STEDI_SUBMIT": "local"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def end_offset(settings, topic: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    try:
+        tp = TopicPartition(topic, 0)
+        return consumer.end_offsets([tp])[tp]
+    finally:
+        consumer.close()
+
+
+@pytest.fixture(scope="module")
+def simulated_run(stack, tmp_path_factory):
+    """The app's scores of one simulator run at 30x, and the topics the jobs use."""
+    unique, tmp_path = uuid.uuid4().hex[:10], tmp_path_factory.mktemp("risk-score")
+    topics = {
+        "STEDI_EVENTS_TOPIC": f"stedi-events-{unique}",
+        "STEDI_SPARK_RISK_TOPIC": f"stedi-risk-spark-{unique}",
+        "STEDI_RISK_QUALITY_TOPIC": f"risk-quality-{unique}",
+        "STEDI_DEAD_LETTER_TOPIC": f"dead-letter-{unique}",
+    }
+    create_topics(stack, *topics.values())
+    redis_start = end_offset(stack, stack.redis_topic)
+    reader = TopicReader(stack, topics["STEDI_EVENTS_TOPIC"])
+    env = {
+        "STEDI_EVENTS_TOPIC": topics["STEDI_EVENTS_TOPIC"],
+        "STEDI_SIMULATE": "1",
+        "STEDI_SIM_SPEED": "30",
+    }
+    app = AppServer(env, tmp_path / "app.log")
+    try:
+        records = reader.read(lambda rs: len(rs) >= MIN_SCORES + 20, timeout=240)
+    finally:
+        app.stop()
+        reader.close()
+    assert len(records) >= MIN_SCORES + 20, (tmp_path / "app.log").read_text()[-3000:]
+    # every test the app stored has reached `redis-server` before Spark reads it
+    time.sleep(5)
+    app_scores = read_all(stack, topics["STEDI_EVENTS_TOPIC"], len(records) + 1000, timeout=10)
+    offsets = {stack.redis_topic: {"0": redis_start}, topics["STEDI_EVENTS_TOPIC"]: {"0": -2}}
+    jobs_env = {
+        **topics,
+        "STEDI_CHECKPOINT_DIR": str(tmp_path / "score-checkpoints"),
+        "STEDI_STARTING_OFFSETS": json.dumps(offsets),
+    }
+    output = submit("submit-score.sh", jobs_env)
+    return topics, [json.loads(r.value) for r in app_scores], output, tmp_path
+
+
+def test_spark_scores_agree_with_every_app_score(stack, simulated_run):
+    topics, app_scores, output, _ = simulated_run
+    spark_scores = [
+        json.loads(r.value)
+        for r in read_all(stack, topics["STEDI_SPARK_RISK_TOPIC"], len(app_scores), timeout=30)
+    ]
+    checks = [
+        json.loads(r.value)
+        for r in read_all(stack, topics["STEDI_RISK_QUALITY_TOPIC"], len(app_scores), timeout=30)
+    ]
+    assert len(spark_scores) >= MIN_SCORES, output[-3000:]
+    assert Counter(json.dumps(s, sort_keys=True) for s in spark_scores) == Counter(
+        json.dumps(s, sort_keys=True) for s in app_scores
+    )
+    assert len(checks) == len(spark_scores)
+    assert all(c["agree"] is True and c["sparkScore"] == c["appScore"] for c in checks)
+    assert {(c["customer"], c["riskDate"]) for c in checks} == {
+        (s["customer"], s["riskDate"]) for s in app_scores
+    }
+    last = [line for line in output.splitlines() if line.startswith("[risk-score] batch ")]
+    assert last and "agreement 100.0% of " in last[-1], output[-3000:]
+
+
+def test_the_join_fed_from_spark_scores_writes_the_same_records(stack, unique, simulated_run):
+    topics, app_scores, _, tmp_path = simulated_run
+    outputs = {}
+    for source in ("STEDI_EVENTS_TOPIC", "STEDI_SPARK_RISK_TOPIC"):
+        name = source.lower().replace("_", "-")
+        risk_topic = f"customer-risk-{name}-{unique}"
+        create_topics(stack, risk_topic)
+        submit(
+            "submit-join.sh",
+            {
+                "STEDI_EVENTS_TOPIC": topics[source],
+                "KAFKA_RISK_TOPIC": risk_topic,
+                "STEDI_DEAD_LETTER_TOPIC": topics["STEDI_DEAD_LETTER_TOPIC"],
+                "STEDI_CHECKPOINT_DIR": str(tmp_path / f"join-{name}"),
+                "STEDI_STARTING_OFFSETS": "earliest",
+            },
+        )
+        records = read_all(stack, risk_topic, len(app_scores), timeout=30)
+        outputs[source] = Counter((r.key, r.value) for r in records)
+    assert sum(outputs["STEDI_EVENTS_TOPIC"].values()) >= MIN_SCORES
+    assert outputs["STEDI_SPARK_RISK_TOPIC"] == outputs["STEDI_EVENTS_TOPIC"]
+
+
+def test_the_graph_page_says_how_many_scores_were_checked_and_agreed(
+    stack, simulated_run, tmp_path
+):
+    topics, app_scores, _, _ = simulated_run
+    env = {"STEDI_RISK_QUALITY_TOPIC": topics["STEDI_RISK_QUALITY_TOPIC"]}
+    app = AppServer(env, tmp_path / "app.log")
+    try:
+        client, _ = logged_in(app)
+        expected = f"scores checked: {len(app_scores)}, agreeing: {len(app_scores)}"
+        deadline, page = time.monotonic() + 30, ""
+        while expected not in page and time.monotonic() < deadline:
+            page = client.get("/graph").text
+            time.sleep(0.5)
+        assert expected in page
+    finally:
+        app.stop()
