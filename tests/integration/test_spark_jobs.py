@@ -6,7 +6,6 @@ import re
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
@@ -185,23 +184,29 @@ def test_customers_written_long_ago_join_across_restarts_and_rebuilds(stack, top
     assert joined(stack, topics["KAFKA_RISK_TOPIC"], 11, timeout=10) == sorted(after_restart * 2)
 
 
-def test_the_join_script_alone_in_an_empty_folder_runs_with_spark_submit(stack, topics, tmp_path):
-    """The script needs nothing of this repository: copied alone, it is submitted as it is."""
+def test_the_join_script_alone_in_an_empty_folder_runs_with_its_docstring_submit_line(
+    stack, topics, tmp_path
+):
+    """Copied alone into an empty folder, the script runs with the `--packages` line of its
+    docstring: Ivy fetches the connector from Maven Central (cached in build/ivy)."""
     folder = tmp_path / "alone"
     folder.mkdir()
     shutil.copy(services.ROOT / "sparkpykafkajoin.py", folder)
     produce(stack, topics["STEDI_REDIS_TOPIC"], [customer_record(SANTOSH)])
     produce(stack, topics["STEDI_EVENTS_TOPIC"], [risk_record(SANTOSH["email"], 9.5)])
-    jars = ",".join(str(p) for p in sorted(Path(services.ROOT / "build/jars/spark").glob("*.jar")))
+    line = re.search(
+        r"^ +(spark-submit --packages .*)$", (folder / "sparkpykafkajoin.py").read_text(), re.M
+    )
+    command = line.group(1).split()
     venv_bin = services.ROOT / ".venv" / "bin"
     result = subprocess.run(
         [
             str(venv_bin / "spark-submit"),
             "--master",
             "local[2]",
-            "--jars",
-            jars,
-            "sparkpykafkajoin.py",
+            "--conf",
+            f"spark.jars.ivy={services.ROOT / 'build' / 'ivy'}",
+            *command[1:],
             "--available-now",
         ],
         cwd=folder,
