@@ -393,9 +393,9 @@ def start(spark: SparkSession, settings: Settings, available_now: bool) -> Strea
         .format("kafka")
         .outputMode("append")
         .option("kafka.bootstrap.servers", settings.bootstrap_servers)
-        # Send at once, compressed; acks=all so an acknowledged batch is durable.
+        # Send at once; no compression, which the app's kafka-python consumer may not
+        # decode (lz4 needs an extra library); acks=all so a written batch is durable.
         .option("kafka.linger.ms", "0")
-        .option("kafka.compression.type", "lz4")
         .option("kafka.acks", "all")
         .option("checkpointLocation", os.path.join(settings.checkpoint_dir, QUERY_NAME))
     )
