@@ -129,8 +129,8 @@ def test_join_job_writes_the_spec_records_and_dead_letters(stack, topics):
     assert sorted(
         (json.loads(r.value)["sourceTopic"], json.loads(r.value)["reason"]) for r in letters
     ) == [
-        (topics["STEDI_EVENTS_TOPIC"], "value is not a JSON object"),
         (topics["STEDI_REDIS_TOPIC"], "value is not a Redis source record"),
+        (topics["STEDI_EVENTS_TOPIC"], "value is not a JSON object"),
     ]
     # A second run resumes from the checkpoint: nothing is written again.
     submit("submit-join.sh", topics)
