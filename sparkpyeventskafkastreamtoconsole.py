@@ -191,8 +191,10 @@ def run(spark: SparkSession, settings: Settings, available_now: bool) -> None:
         print(f"[{query.name}] started (id {query.id})", flush=True)
         last = -1
         try:
-            while query.isActive:
-                query.awaitTermination(0.2)
+            active = True
+            while active:
+                active = query.isActive  # read first: the last batches are printed below too
+                time.sleep(0.2 if active else 0)  # not awaitTermination: it raises a failure
                 for progress in query.recentProgress:
                     if progress["batchId"] > last:
                         last = progress["batchId"]

@@ -78,4 +78,3 @@ class Settings:
             "STEDI_REDIS_SOURCE_STATE", os.path.abspath("build/stack/redis-source.json")
         )
     )
-

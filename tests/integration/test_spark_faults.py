@@ -133,7 +133,7 @@ def test_the_join_recovers_by_itself_after_the_broker_was_down_two_minutes(stack
         assert set(recovered) >= after, job.log()
         assert job.proc.poll() is None, job.log()  # it recovered, it did not exit
     finally:
-        if services.KAFKA.pid() is None:
-            services.start_kafka(stack)
         job.signal(signal.SIGTERM)
         reader.close()
+        if services.KAFKA.pid() is None:
+            services.start_kafka(stack)
