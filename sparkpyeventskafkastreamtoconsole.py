@@ -2,37 +2,233 @@
 
 Reads topic STEDI_EVENTS_TOPIC (default `stedi-events`), parses each risk
 score JSON and prints customer, score and riskDate per micro-batch. Malformed
-records never stop the query.
+records never stop the query: they are counted as bad records in the progress
+lines (the join job dead-letters them).
 
-Submit (the wrapper adds the Kafka connector and the master):
+This file is all a cluster needs:
+
+    spark-submit --packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0 sparkpyeventskafkastreamtoconsole.py
+
+Options: --available-now (process what is there, then exit). Settings are
+environment variables: KAFKA_BOOTSTRAP_SERVERS, STEDI_EVENTS_TOPIC,
+STEDI_CHECKPOINT_DIR, STEDI_STARTING_OFFSETS, STEDI_TRIGGER_INTERVAL.
+In this repository the wrapper adds the connector and the master:
 
     ./submit-event.sh                  # run until Ctrl-C
     ./submit-event.sh --available-now  # process what is there, then exit
-
-What the wrapper runs (local mode, after `make install`):
-
-    . .venv/bin/activate
-    spark-submit --master 'local[*]' --jars "$(ls build/jars/spark/*.jar | paste -sd,)" \\
-        sparkpyeventskafkastreamtoconsole.py
 """
 
-from stedi.config import Settings
-from stedi.sparkjob import build_session, parse_args, read_topic, run_queries, start_console
-from stedi.transforms import risk_events
+from __future__ import annotations
 
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+
+APP_NAME = "stedi-risk-events"
 QUERY_NAME = "risk-events-console"
 
 
-def main(argv=None) -> None:
-    args = parse_args(__doc__, argv)
-    settings = Settings()
-    spark = build_session("stedi-risk-events", settings)
-    risks = risk_events(read_topic(spark, settings, settings.events_topic))
-    query = start_console(
-        risks.select("customer", "score", "riskDate"), QUERY_NAME, settings, args.available_now
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, "").strip() or default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """This job's environment variables (the same names locally and in Docker)."""
+
+    bootstrap_servers: str = field(
+        default_factory=lambda: _env("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
     )
-    run_queries(spark, [query])
+    topic: str = field(default_factory=lambda: _env("STEDI_EVENTS_TOPIC", "stedi-events"))
+    checkpoint_dir: str = field(
+        default_factory=lambda: _env("STEDI_CHECKPOINT_DIR", os.path.abspath("build/checkpoints"))
+    )
+    starting_offsets: str = field(
+        default_factory=lambda: _env("STEDI_STARTING_OFFSETS", "earliest")
+    )
+    # Zero: the next micro-batch starts as soon as the previous one ends.
+    trigger_interval: str = field(
+        default_factory=lambda: _env("STEDI_TRIGGER_INTERVAL", "0 seconds")
+    )
+
+
+# --- wire formats (STEDI-SPEC.md), never inferred -------------------------------------------
+# A record of `stedi-events`; `score` may be an integer or a decimal JSON number.
+RISK_EVENT_SCHEMA = StructType(
+    [
+        StructField("customer", StringType()),
+        StructField("score", DoubleType()),
+        StructField("riskDate", StringType()),
+    ]
+)
+
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+
+# --- decoding: pure DataFrame -> DataFrame, built-in functions only -------------------------
+def _text(binary: Column) -> Column:
+    """Bytes as text; null when they are not valid UTF-8."""
+    return F.try_validate_utf8(binary.cast("string"))
+
+
+def _is_json_object(text: Column) -> Column:
+    return F.json_object_keys(text).isNotNull()
+
+
+def _is_email(text: Column) -> Column:
+    return F.coalesce(text.rlike(EMAIL_PATTERN), F.lit(False))
+
+
+def _is_finite(number: Column) -> Column:
+    return ~F.isnan(number) & (F.abs(number) != F.lit(float("inf")))
+
+
+def risk_events(records: DataFrame) -> DataFrame:
+    """Every record of `stedi-events`, parsed: its columns, customer, score, riskDate, `problem`."""
+    parsed = records.withColumn("text", _text(F.col("value"))).withColumn(
+        "event", F.from_json("text", RISK_EVENT_SCHEMA)
+    )
+    score = F.col("event.score")
+    risk_date = F.try_to_timestamp(F.col("event.riskDate"))
+    problem = (
+        F.when(F.col("value").isNull(), "value is missing")
+        .when(F.col("text").isNull(), "value is not valid UTF-8")
+        .when(~_is_json_object(F.col("text")), "value is not a JSON object")
+        .when(~_is_email(F.col("event.customer")), "customer is missing or not an email address")
+        .when(score.isNull(), "score is missing or not a number")
+        .when(~_is_finite(score), "score is not a finite number")
+        .when(risk_date.isNull(), "riskDate is missing or not an ISO-8601 time")
+    )
+    return parsed.select(
+        *records.columns,
+        F.col("event.customer").alias("customer"),
+        score.alias("score"),
+        risk_date.alias("riskDate"),
+        problem.alias("problem"),
+    )
+
+
+def console_rows(records: DataFrame) -> DataFrame:
+    """Good risk scores (customer, score, riskDate); bad ones are counted, not shown."""
+    return (
+        risk_events(records)
+        .observe("bad_records", F.count_if(F.col("problem").isNotNull()).alias("count"))
+        .where(F.col("problem").isNull())
+        .select("customer", "score", "riskDate")
+    )
+
+
+# --- I/O -----------------------------------------------------------------------------------
+def build_session(master: str | None = None) -> SparkSession:
+    builder = SparkSession.builder.appName(APP_NAME).config("spark.sql.session.timeZone", "UTC")
+    if master:
+        builder = builder.master(master)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
+    """The input topic as a stream; `startingOffsets` applies to a first start only."""
+    return (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", settings.bootstrap_servers)
+        .option("subscribe", settings.topic)
+        .option("startingOffsets", settings.starting_offsets)
+        .load()
+    )
+
+
+def start(spark: SparkSession, settings: Settings, available_now: bool) -> StreamingQuery:
+    writer = (
+        console_rows(read_kafka(spark, settings))
+        .writeStream.queryName(QUERY_NAME)
+        .format("console")
+        .outputMode("append")
+        .option("truncate", "false")
+        .option("numRows", "1000")
+        .option("checkpointLocation", os.path.join(settings.checkpoint_dir, QUERY_NAME))
+    )
+    if available_now:
+        return writer.trigger(availableNow=True).start()
+    return writer.trigger(processingTime=settings.trigger_interval).start()
+
+
+def progress_line(progress: dict) -> str:
+    """`[<query>] batch <id>: <n> rows in, <r> rows/s, <ms> ms, <s> state rows, <b> bad records`.
+
+    The benchmark parses this line: keep its fields and their order.
+    """
+    rate = progress.get("processedRowsPerSecond") or 0.0
+    duration = (progress.get("durationMs") or {}).get("triggerExecution", 0)
+    state_rows = sum(op.get("numRowsTotal", 0) for op in progress.get("stateOperators") or [])
+    observed = (progress.get("observedMetrics") or {}).get("bad_records")
+    bad = 0 if observed is None else observed["count"]  # a Row, or a dict from JSON
+    return (
+        f"[{progress.get('name')}] batch {progress.get('batchId')}: "
+        f"{progress.get('numInputRows', 0)} rows in, {rate:.1f} rows/s, {duration} ms, "
+        f"{state_rows} state rows, {bad} bad records"
+    )
+
+
+def run(spark: SparkSession, settings: Settings, available_now: bool) -> None:
+    """Runs the query, printing one progress line per batch.
+
+    A failed query (e.g. the broker gone for longer than the clients wait)
+    restarts from its checkpoint after a back-off of 1 s doubling to 15 s; an
+    --available-now run fails instead.
+    """
+    backoff = 1.0
+    while True:
+        query = start(spark, settings, available_now)
+        print(f"[{query.name}] started (id {query.id})", flush=True)
+        last = -1
+        try:
+            active = True
+            while active:
+                active = query.isActive  # read first: the last batches are printed below too
+                time.sleep(0.2 if active else 0)  # not awaitTermination: it raises a failure
+                for progress in query.recentProgress:
+                    if progress["batchId"] > last:
+                        last = progress["batchId"]
+                        print(progress_line(progress), flush=True)
+                        backoff = 1.0
+        except KeyboardInterrupt:
+            print("interrupted: stopping the query", flush=True)
+            query.stop()
+            return
+        error = query.exception()
+        if error is None:
+            return
+        if available_now:
+            raise SystemExit(f"[{query.name}] failed: {error}")
+        print(f"[{query.name}] failed, restarting in {backoff:.0f} s: {error}", flush=True)
+        time.sleep(backoff)
+        backoff = min(backoff * 2, 15.0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--available-now", action="store_true", help="process what is there, then exit"
+    )
+    args = parser.parse_args(argv)
+    settings = Settings()
+    spark = build_session()
+    try:
+        run(spark, settings, args.available_now)
+    finally:
+        spark.stop()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

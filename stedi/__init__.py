@@ -1,6 +1,5 @@
-"""STEDI balance-risk pipeline.
+"""STEDI balance-risk pipeline: the STEDI app, the Redis source and the local stack.
 
-Keep this file free of imports: the Spark entry scripts import `stedi.config`,
-`stedi.schemas`, `stedi.transforms` and `stedi.sparkjob`, which need nothing but
-pyspark and the standard library (in the Spark container nothing else is installed).
+The Spark jobs are the three standalone `sparkpy*.py` scripts at the repository
+root; they import nothing from this package.
 """

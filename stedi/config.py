@@ -1,7 +1,8 @@
-"""Every setting of the pipeline, read from the environment in one place.
+"""Every setting of the app, the Redis source and the local stack, read from the environment.
 
-Standard library only: the Spark entry scripts import this module.
-The same variable names apply in local mode and in Docker.
+The Spark jobs read their own settings (same variable names); the topic names
+are here too because the stack creates the topics. The same variable names
+apply in local mode and in Docker.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _env_float(name: str, default: float) -> float:
 
 @dataclass(frozen=True)
 class Settings:
-    """What the jobs, the Redis source and the app read; defaults match DESIGN.md."""
+    """What the Redis source, the app and the stack read; defaults match DESIGN.md."""
 
     # KAFKA_BROKER is the original STEDI app's name for it; KAFKA_BOOTSTRAP_SERVERS wins if both.
     kafka_bootstrap_servers: str = field(
@@ -66,22 +67,6 @@ class Settings:
     dead_letter_topic: str = field(
         default_factory=lambda: _env("STEDI_DEAD_LETTER_TOPIC", "stedi-dead-letter")
     )
-    checkpoint_dir: str = field(
-        default_factory=lambda: _env("STEDI_CHECKPOINT_DIR", os.path.abspath("build/checkpoints"))
-    )
-    starting_offsets: str = field(
-        default_factory=lambda: _env("STEDI_STARTING_OFFSETS", "earliest")
-    )
-    # How long a customer stays joinable after it was written to Redis (a Spark interval).
-    customer_ttl: str = field(default_factory=lambda: _env("STEDI_CUSTOMER_TTL", "7 days"))
-    # How long a risk score waits for a customer that has not arrived yet.
-    risk_wait: str = field(default_factory=lambda: _env("STEDI_RISK_WAIT", "1 hour"))
-    # Few partitions: STEDI's volume is small and each one is a state store instance.
-    shuffle_partitions: int = field(default_factory=lambda: _env_int("STEDI_SHUFFLE_PARTITIONS", 4))
-    trigger_interval: str = field(
-        default_factory=lambda: _env("STEDI_TRIGGER_INTERVAL", "5 seconds")
-    )
-
     # The STEDI app.
     app_port: int = field(default_factory=lambda: _env_int("STEDI_APP_PORT", 4567))
     # Loopback only, except in a container, whose port Docker publishes on the host's loopback.
@@ -110,7 +95,3 @@ class Settings:
     redis_source_delivery_timeout_ms: int = field(
         default_factory=lambda: _env_int("STEDI_REDIS_SOURCE_DELIVERY_TIMEOUT_MS", 120000)
     )
-
-    def checkpoint(self, query_name: str) -> str:
-        """One checkpoint folder per query, so each restarts where it stopped."""
-        return os.path.join(self.checkpoint_dir, query_name)

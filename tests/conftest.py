@@ -1,9 +1,8 @@
 """Shared fixtures: one local Spark session for the whole run."""
 
-import pytest
+import os
 
-from stedi.config import Settings
-from stedi.sparkjob import build_session
+import pytest
 
 # The real local stack (Kafka, Redis, the Redis source) for integration and browser tests.
 pytest_plugins = ["tests.stack_support"]
@@ -11,10 +10,13 @@ pytest_plugins = ["tests.stack_support"]
 
 @pytest.fixture(scope="session")
 def spark():
-    """local[2], the jobs' own session settings (RocksDB state store, UTC), UI off."""
-    import os
+    """local[2] with the join job's own session settings (state store, partitions, UTC), UI off."""
+    os.environ.setdefault(
+        "PYSPARK_SUBMIT_ARGS",
+        "--conf spark.ui.enabled=false --conf spark.ui.showConsoleProgress=false pyspark-shell",
+    )
+    from tests.scripts import join_job
 
-    os.environ.setdefault("PYSPARK_SUBMIT_ARGS", "--conf spark.ui.enabled=false pyspark-shell")
-    session = build_session("stedi-tests", Settings(), master="local[2]")
+    session = join_job.build_session(join_job.Settings(), master="local[2]")
     yield session
     session.stop()

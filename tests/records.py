@@ -6,7 +6,27 @@ import base64
 import json
 from datetime import datetime
 
-from stedi.schemas import KAFKA_SOURCE_SCHEMA
+from pyspark.sql.types import (
+    BinaryType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+# The columns Spark's Kafka source gives every record (the subset the jobs use).
+KAFKA_SOURCE_SCHEMA = StructType(
+    [
+        StructField("key", BinaryType()),
+        StructField("value", BinaryType()),
+        StructField("topic", StringType()),
+        StructField("partition", IntegerType()),
+        StructField("offset", LongType()),
+        StructField("timestamp", TimestampType()),
+    ]
+)
 
 SAM_TEST = {
     "customerName": "Sam Test",

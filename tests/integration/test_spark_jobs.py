@@ -1,11 +1,14 @@
-"""Each entry script, run through its wrapper with --available-now against real topics."""
+"""Each entry script, run through its wrapper (or alone) with --available-now on real topics."""
 
 import json
 import os
 import re
+import shutil
 import subprocess
+import time
 
 import pytest
+from kafka import KafkaProducer
 
 from stedi.stack import services
 from tests.records import SAM_TEST, customer, customer_record, risk_record, set_record, zadd_record
@@ -14,6 +17,7 @@ from tests.stack_support import create_topics, produce, read_all
 pytestmark = pytest.mark.integration
 
 SANTOSH = customer("Santosh Fibonnaci", "Santosh.Fibonnaci@test.com", "1963-01-01")
+DAY_MS = 24 * 3600 * 1000
 
 
 @pytest.fixture
@@ -35,11 +39,20 @@ def submit(wrapper: str, env: dict) -> str:
         [str(services.ROOT / wrapper), "--available-now"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         env={**os.environ, **env, "STEDI_SUBMIT": "local"},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
+
+
+def produce_at(stack, topic: str, values_and_times: list[tuple[str, int]]) -> None:
+    """Records whose Kafka timestamps (ms) the producer sets, as a replay or old data has."""
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap_servers)
+    for value, timestamp_ms in values_and_times:
+        producer.send(topic, value=value.encode(), timestamp_ms=timestamp_ms)
+    producer.flush()
+    producer.close()
 
 
 def console_rows(output: str) -> list[list[str]]:
@@ -48,7 +61,12 @@ def console_rows(output: str) -> list[list[str]]:
     return sorted([cell.strip() for cell in row.strip("|").split("|")] for row in rows)
 
 
-def test_redis_job_prints_customers_and_ignores_other_keys(stack, topics):
+def joined(stack, topic: str, expected: int, timeout: float = 30.0) -> list[tuple[str, float]]:
+    records = read_all(stack, topic, expected, timeout)
+    return sorted((json.loads(r.value)["email"], json.loads(r.value)["score"]) for r in records)
+
+
+def test_redis_job_prints_customers_ignores_other_keys_and_counts_bad_records(stack, topics):
     produce(
         stack,
         topics["STEDI_REDIS_TOPIC"],
@@ -60,10 +78,12 @@ def test_redis_job_prints_customers_and_ignores_other_keys(stack, topics):
             customer_record(SANTOSH, padded=False),
         ],
     )
-    assert console_rows(submit("submit-redis.sh", topics)) == [
+    output = submit("submit-redis.sh", topics)
+    assert console_rows(output) == [
         ["Santosh.Fibonnaci@test.com", "Santosh Fibonnaci", "1963"],
         ["sam.test@test.com", "Sam Test", "2001"],
     ]
+    assert re.search(r"\[redis-customers-console\] batch 0: 5 rows in, .*, 1 bad records", output)
 
 
 def test_events_job_prints_customer_score_and_risk_date(stack, topics):
@@ -73,10 +93,12 @@ def test_events_job_prints_customer_score_and_risk_date(stack, topics):
         [risk_record("a@test.com", 7), "{{", risk_record("b@test.com", -1.25)],
         key=b"1600070046417",
     )
-    assert console_rows(submit("submit-event.sh", topics)) == [
+    output = submit("submit-event.sh", topics)
+    assert console_rows(output) == [
         ["a@test.com", "7.0", "2020-09-14 07:54:06.417"],
         ["b@test.com", "-1.25", "2020-09-14 07:54:06.417"],
     ]
+    assert re.search(r"\[risk-events-console\] batch 0: 3 rows in, .*, 1 bad records", output)
 
 
 def test_join_job_writes_the_spec_records_and_dead_letters(stack, topics):
@@ -92,7 +114,9 @@ def test_join_job_writes_the_spec_records_and_dead_letters(stack, topics):
     )
     output = submit("submit-join.sh", topics)
     assert re.search(
-        r"\[customer-risk-join\] batch 0: 7 rows in, [\d.]+ rows/s, \d+ ms, \d+ state rows", output
+        r"\[customer-risk-join\] batch 0: 7 rows in, [\d.]+ rows/s, \d+ ms, \d+ state rows, "
+        r"2 dead letters",
+        output,
     )
 
     [record] = read_all(stack, topics["KAFKA_RISK_TOPIC"], 1)
@@ -102,10 +126,101 @@ def test_join_job_writes_the_spec_records_and_dead_letters(stack, topics):
         b'"email":"Santosh.Fibonnaci@test.com","birthYear":1963}'
     )
     letters = read_all(stack, topics["STEDI_DEAD_LETTER_TOPIC"], 2)
-    assert sorted(json.loads(r.value)["problem"] for r in letters) == [
-        "value is not a JSON object",
-        "value is not a Redis source record",
+    assert sorted(
+        (json.loads(r.value)["sourceTopic"], json.loads(r.value)["reason"]) for r in letters
+    ) == [
+        (topics["STEDI_REDIS_TOPIC"], "value is not a Redis source record"),
+        (topics["STEDI_EVENTS_TOPIC"], "value is not a JSON object"),
     ]
     # A second run resumes from the checkpoint: nothing is written again.
     submit("submit-join.sh", topics)
     assert len(read_all(stack, topics["KAFKA_RISK_TOPIC"], 2, timeout=5)) == 1
+
+
+def test_customers_written_long_ago_join_across_restarts_and_rebuilds(stack, topics, tmp_path):
+    now = int(time.time() * 1000)
+    old40 = customer("Forty Days", "forty@test.com", "1960-01-01")
+    old400 = customer("Four Hundred", "fourhundred@test.com", "1950-01-01")
+    late = customer("Late Comer", "late@test.com", "1955-01-01")
+    produce_at(
+        stack,
+        topics["STEDI_REDIS_TOPIC"],
+        [
+            (customer_record(old400), now - 400 * DAY_MS),
+            (customer_record(old40), now - 40 * DAY_MS),
+            (customer_record(SANTOSH), now - 1000),
+            (customer_record(SANTOSH), now),  # written twice
+            (customer_record(late), now),
+        ],
+    )
+    produce_at(
+        stack,
+        topics["STEDI_EVENTS_TOPIC"],
+        [
+            (risk_record(old400["email"], 1.0), now),
+            (risk_record(old40["email"], 2.0), now),
+            (risk_record(SANTOSH["email"], 3.0), now),
+            (risk_record(late["email"], 4.0), now - 10 * 60 * 1000),  # 10 minutes early
+            (risk_record("nobody@test.com", 5.0), now),
+        ],
+    )
+    submit("submit-join.sh", topics)
+    first = [
+        ("Santosh.Fibonnaci@test.com", 3.0),
+        ("forty@test.com", 2.0),
+        ("fourhundred@test.com", 1.0),
+        ("late@test.com", 4.0),
+    ]
+    assert joined(stack, topics["KAFKA_RISK_TOPIC"], 5, timeout=10) == first
+
+    # Restart from the checkpoint: the 400-day-old customer is still joinable.
+    produce_at(stack, topics["STEDI_EVENTS_TOPIC"], [(risk_record(old400["email"], 6.0), now)])
+    submit("submit-join.sh", topics)
+    after_restart = sorted([*first, ("fourhundred@test.com", 6.0)])
+    assert joined(stack, topics["KAFKA_RISK_TOPIC"], 6, timeout=10) == after_restart
+
+    # A new, empty checkpoint rebuilds the customers from redis-server and joins again.
+    submit("submit-join.sh", {**topics, "STEDI_CHECKPOINT_DIR": str(tmp_path / "fresh")})
+    assert joined(stack, topics["KAFKA_RISK_TOPIC"], 11, timeout=10) == sorted(after_restart * 2)
+
+
+def test_the_join_script_alone_in_an_empty_folder_runs_with_its_docstring_submit_line(
+    stack, topics, tmp_path
+):
+    """Copied alone into an empty folder, the script runs with the `--packages` line of its
+    docstring: Ivy fetches the connector from Maven Central (cached in build/ivy)."""
+    folder = tmp_path / "alone"
+    folder.mkdir()
+    shutil.copy(services.ROOT / "sparkpykafkajoin.py", folder)
+    produce(stack, topics["STEDI_REDIS_TOPIC"], [customer_record(SANTOSH)])
+    produce(stack, topics["STEDI_EVENTS_TOPIC"], [risk_record(SANTOSH["email"], 9.5)])
+    line = re.search(
+        r"^ +(spark-submit --packages .*)$", (folder / "sparkpykafkajoin.py").read_text(), re.M
+    )
+    command = line.group(1).split()
+    venv_bin = services.ROOT / ".venv" / "bin"
+    result = subprocess.run(
+        [
+            str(venv_bin / "spark-submit"),
+            "--master",
+            "local[2]",
+            "--conf",
+            f"spark.jars.ivy={services.ROOT / 'build' / 'ivy'}",
+            *command[1:],
+            "--available-now",
+        ],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={
+            **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+            **topics,
+            "PATH": f"{venv_bin}:{os.environ['PATH']}",
+            "PYSPARK_PYTHON": str(venv_bin / "python"),
+            "SPARK_LOCAL_IP": "127.0.0.1",
+        },
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(p.name for p in folder.iterdir()) == ["sparkpykafkajoin.py"]
+    assert joined(stack, topics["KAFKA_RISK_TOPIC"], 1) == [("Santosh.Fibonnaci@test.com", 9.5)]

@@ -1,159 +1,217 @@
-"""The join of risk scores with customers (sparkpykafkajoin.py)."""
+"""The join job's whole query (sparkpykafkajoin.pipeline) as a real stream.
 
+A file source shaped like the Kafka source stands in for both topics and a
+memory sink for the Kafka sink, so every micro-batch runs the same plan as in
+production: arrival time, deduplication, the stream-stream join, dead letters.
+(The memory sink cannot restart from a checkpoint: restarts are tested on real
+Kafka in tests/integration/test_spark_jobs.py.)
+"""
+
+import hashlib
 import json
-from datetime import datetime, timedelta
+import time
+from datetime import datetime
 
 import pytest
-from pyspark.testing import assertDataFrameEqual
 
-from stedi.schemas import KAFKA_SOURCE_SCHEMA
-from stedi.transforms import (
-    customer_risk_records,
-    customers_from_redis,
-    join_risk_with_customers,
-    risk_events,
-)
-from tests.records import customer, customer_record, kafka_rows, risk_record
+from tests.records import KAFKA_SOURCE_SCHEMA, customer, customer_record, kafka_rows, risk_record
+from tests.scripts import join_job
 
-T0 = datetime(2026, 1, 1, 12, 0)
 SANTOSH = customer("Santosh Fibonnaci", "Santosh.Fibonnaci@test.com", "1963-01-01")
+ANN = customer("Ann One", "ann@test.com", "1965-01-01")
 
 
 class StreamingJoin:
-    """Runs the join over two file-source streams shaped like the Kafka source."""
+    """The join query over a folder of Kafka-shaped records of both topics."""
 
-    def __init__(self, spark, tmp_path, customer_ttl="7 days", risk_wait="1 hour"):
-        self.spark = spark
-        self.redis_dir = str(tmp_path / "redis-server")
-        self.events_dir = str(tmp_path / "stedi-events")
+    def __init__(self, spark, tmp_path, risk_wait="1 hour"):
+        self.spark, self.tmp_path = spark, tmp_path
+        self.folder = str(tmp_path / "records")
         self.offsets = {"redis-server": 0, "stedi-events": 0}
-        # File sources need an existing folder with the schema; start with empty batches.
-        self.append("redis-server", [], T0)
-        self.append("stedi-events", [], T0)
-        joined = join_risk_with_customers(
-            customers_from_redis(self._stream(self.redis_dir)),
-            risk_events(self._stream(self.events_dir)),
-            customer_ttl,
-            risk_wait,
+        self.settings = join_job.Settings(
+            risk_topic="customer-risk", dead_letter_topic="dead-letter", risk_wait=risk_wait
         )
+        self.append("redis-server", [])  # the file source needs a folder with the schema
+        self.start()
+
+    def start(self):
+        records = self.spark.readStream.schema(KAFKA_SOURCE_SCHEMA).parquet(self.folder)
         self.query = (
-            customer_risk_records(joined)
+            join_job.pipeline(records, self.settings)
             .writeStream.format("memory")
-            .queryName("customer_risk_test")
+            .queryName("join_output")
             .outputMode("append")
-            .option("checkpointLocation", str(tmp_path / "checkpoint"))
+            .option("checkpointLocation", str(self.tmp_path / "checkpoint"))
             .start()
         )
 
-    def _stream(self, path):
-        return self.spark.readStream.schema(KAFKA_SOURCE_SCHEMA).parquet(path)
-
-    def append(self, topic, values, timestamp):
-        path = self.redis_dir if topic == "redis-server" else self.events_dir
-        rows = kafka_rows(topic, values, timestamp, self.offsets[topic])
+    def append(self, topic, values):
+        rows = kafka_rows(topic, values, datetime(2026, 1, 1), self.offsets[topic])
         self.offsets[topic] += len(values)
-        self.spark.createDataFrame(rows, KAFKA_SOURCE_SCHEMA).write.mode("append").parquet(path)
+        frame = self.spark.createDataFrame(rows, KAFKA_SOURCE_SCHEMA)
+        frame.write.mode("append").parquet(self.folder)
 
-    def output(self):
+    def run(self):
         self.query.processAllAvailable()
-        return [
-            (r.key, json.loads(r.value)) for r in self.spark.table("customer_risk_test").collect()
-        ]
+
+    def records(self, topic="customer-risk"):
+        self.run()
+        rows = self.spark.table("join_output").where(f"topic = '{topic}'").collect()
+        return [(r.key, json.loads(r.value)) for r in rows]
+
+    def scores(self):
+        return sorted(value["score"] for _, value in self.records())
+
+    def state_rows(self):
+        """State rows per operator of the last batch, as query progress reports them."""
+        rows = {}
+        for op in self.query.lastProgress["stateOperators"]:
+            rows[op["operatorName"]] = rows.get(op["operatorName"], 0) + op["numRowsTotal"]
+        return rows
 
     def stop(self):
         self.query.stop()
 
 
 @pytest.fixture
-def streaming_join(spark, tmp_path):
-    join = StreamingJoin(spark, tmp_path)
-    yield join
-    join.stop()
+def join(spark, tmp_path):
+    streaming = StreamingJoin(spark, tmp_path)
+    yield streaming
+    streaming.stop()
 
 
-def test_output_record_is_the_spec_json_keyed_by_email_without_phone_or_birth_date(
-    spark, streaming_join
-):
-    streaming_join.append("redis-server", [customer_record(SANTOSH)], T0)
-    streaming_join.append("stedi-events", [risk_record(SANTOSH["email"], 28.5)], T0)
-    streaming_join.query.processAllAvailable()
-    assertDataFrameEqual(
-        spark.table("customer_risk_test"),
-        spark.createDataFrame(
-            [
-                (
-                    "Santosh.Fibonnaci@test.com",
-                    '{"customer":"Santosh.Fibonnaci@test.com","score":28.5,'
-                    '"email":"Santosh.Fibonnaci@test.com","birthYear":1963}',
-                )
-            ],
-            "key string, value string",
-        ),
+def test_output_record_is_the_spec_json_keyed_by_email_without_phone_or_birth_date(join):
+    join.append("redis-server", [customer_record(SANTOSH)])
+    join.append("stedi-events", [risk_record(SANTOSH["email"], 28.5)])
+    rows = join.spark.table("join_output").where("topic = 'customer-risk'")
+    join.run()
+    [row] = rows.collect()
+    assert row.key == "Santosh.Fibonnaci@test.com"
+    assert row.value == (
+        '{"customer":"Santosh.Fibonnaci@test.com","score":28.5,'
+        '"email":"Santosh.Fibonnaci@test.com","birthYear":1963}'
     )
-    [(_, value)] = streaming_join.output()
-    assert isinstance(value["birthYear"], int)
-    assert isinstance(value["score"], float)
 
 
-def test_a_customer_written_twice_gives_one_output_per_risk_score(streaming_join):
-    record = customer_record(SANTOSH)
-    streaming_join.append("redis-server", [record, record], T0)
-    streaming_join.output()
-    streaming_join.append("redis-server", [record], T0 + timedelta(minutes=1))
-    streaming_join.append(
-        "stedi-events", [risk_record(SANTOSH["email"], 28.5)], T0 + timedelta(minutes=2)
+def test_a_customer_written_again_gives_one_output_per_score_and_the_first_version_wins(join):
+    join.append("redis-server", [customer_record(SANTOSH), customer_record(SANTOSH)])
+    join.run()
+    moved = {**SANTOSH, "birthDay": "1970-06-06"}
+    join.append("redis-server", [customer_record(moved)])
+    join.append("stedi-events", [risk_record(SANTOSH["email"], 1.0)])
+    join.run()
+    join.append("stedi-events", [risk_record(SANTOSH["email"], 2.0)])
+    join.append("redis-server", [customer_record(SANTOSH)])
+    records = join.records()
+    assert sorted(v["score"] for _, v in records) == [1.0, 2.0]
+    assert {v["birthYear"] for _, v in records} == {1963}
+
+
+def test_a_score_arriving_before_its_customer_joins_when_the_customer_arrives(join):
+    join.append("stedi-events", [risk_record(SANTOSH["email"], 4.5)])
+    assert join.records() == []
+    join.append("redis-server", [customer_record(SANTOSH)])
+    assert join.scores() == [4.5]
+
+
+def test_an_exact_repeat_of_a_risk_event_gives_one_output(join):
+    join.append("redis-server", [customer_record(SANTOSH)])
+    event = risk_record(SANTOSH["email"], 3.0)
+    join.append("stedi-events", [event, event])
+    join.run()
+    join.append("stedi-events", [event, risk_record(SANTOSH["email"], 3.0, "2020-09-15T00:00:00Z")])
+    assert join.scores() == [3.0, 3.0]  # the second has another riskDate
+
+
+def test_bad_records_become_dead_letters_beside_good_rows_and_the_query_goes_on(join):
+    join.append(
+        "redis-server",
+        ["garbage", None, customer_record(SANTOSH, {**ANN, "birthDay": "01/01/1965"})],
     )
-    streaming_join.output()
-    streaming_join.append(
-        "stedi-events", [risk_record(SANTOSH["email"], -1.0)], T0 + timedelta(minutes=3)
-    )
-    streaming_join.append("redis-server", [record], T0 + timedelta(minutes=3))
-    assert sorted(score["score"] for _, score in streaming_join.output()) == [-1.0, 28.5]
-
-
-def test_a_risk_score_arriving_before_its_customer_is_joined_when_the_customer_arrives(
-    streaming_join,
-):
-    streaming_join.append("stedi-events", [risk_record(SANTOSH["email"], 4.5)], T0)
-    assert streaming_join.output() == []
-    streaming_join.append("redis-server", [customer_record(SANTOSH)], T0 + timedelta(minutes=10))
-    assert streaming_join.output() == [
-        (
-            SANTOSH["email"],
-            {
-                "customer": SANTOSH["email"],
-                "score": 4.5,
-                "email": SANTOSH["email"],
-                "birthYear": 1963,
-            },
-        )
+    join.append("stedi-events", ["{{", '{"customer":1}', risk_record(SANTOSH["email"], 2.0)])
+    assert join.scores() == [2.0]
+    letters = {key: value for key, value in join.records("dead-letter")}
+    assert sorted(letters) == [
+        "redis-server/0/0",
+        "redis-server/0/1",
+        "redis-server/0/2",
+        "stedi-events/0/0",
+        "stedi-events/0/1",
     ]
+    assert letters["redis-server/0/2"]["member"] == 1
+    assert letters["redis-server/0/2"]["reason"] == "customer birthDay is missing or not yyyy-MM-dd"
+    assert letters["stedi-events/0/0"] == {
+        "sourceTopic": "stedi-events",
+        "sourcePartition": 0,
+        "sourceOffset": 0,
+        "sourceTimestamp": "2026-01-01T00:00:00.000Z",
+        "reason": "value is not a JSON object",
+        "valueBytes": 2,
+        "valueSha256": hashlib.sha256(b"{{").hexdigest(),
+        "value": "{{",
+    }
+    assert join.query.isActive
+    lines = [join_job.progress_line(p) for p in join.query.recentProgress]
+    assert sum(int(line.rsplit(", ", 1)[1].split()[0]) for line in lines) == 5, lines
 
 
-def test_a_risk_score_older_than_the_wait_does_not_join_a_customer_that_arrives_later(
-    streaming_join,
+def test_a_dead_letter_of_a_huge_value_is_cut_to_64_kib_with_length_and_hash(join):
+    huge = '{"customer": "' + "x" * 300_000 + '"}'
+    join.append("stedi-events", [huge])
+    [(key, letter)] = join.records("dead-letter")
+    assert key == "stedi-events/0/0"
+    assert letter["valueBytes"] == len(huge)
+    assert letter["valueSha256"] == hashlib.sha256(huge.encode()).hexdigest()
+    assert letter["value"] == huge[: 64 * 1024]
+
+
+def test_state_holds_each_customer_twice_and_each_waiting_score_until_the_wait_passes(
+    spark, tmp_path
 ):
-    streaming_join.append("stedi-events", [risk_record(SANTOSH["email"], 4.5)], T0)
-    streaming_join.output()
-    streaming_join.append("redis-server", [customer_record(SANTOSH)], T0 + timedelta(hours=2))
-    assert streaming_join.output() == []
+    """State rows = 2 per customer (dedup + join) + 2 per score of the last 2 waits.
+
+    Scores for an unknown email leave the state once the watermark (the latest
+    arrival minus the wait) passes them by the wait.
+    """
+    join = StreamingJoin(spark, tmp_path, risk_wait="2 seconds")
+    try:
+        join.append("redis-server", [customer_record(SANTOSH), customer_record(ANN)])
+        join.append(
+            "stedi-events", [risk_record("nobody@test.com", 1.0), risk_record("no@test.com", 2.0)]
+        )
+        join.run()
+        assert join.state_rows() == {
+            "dedupe": 2,
+            "dedupeWithinWatermark": 2,
+            "symmetricHashJoin": 4,
+        }
+        time.sleep(5)
+        join.append("stedi-events", [risk_record(SANTOSH["email"], 3.0)])
+        join.run()
+        join.append("redis-server", [])  # the next batch evicts by the moved watermark
+        assert join.scores() == [3.0]
+        assert join.state_rows() == {
+            "dedupe": 2,
+            "dedupeWithinWatermark": 1,
+            "symmetricHashJoin": 3,
+        }
+    finally:
+        join.stop()
 
 
-def test_bad_records_beside_good_ones_do_not_stop_the_stream(streaming_join):
-    streaming_join.append("redis-server", ["garbage", None, customer_record(SANTOSH)], T0)
-    streaming_join.append(
-        "stedi-events", ["{{", '{"customer":1}', risk_record(SANTOSH["email"], 2.0)], T0
+def test_progress_line_keeps_the_benchmark_format_and_appends_dead_letters():
+    line = join_job.progress_line(
+        {
+            "name": "customer-risk-join",
+            "batchId": 7,
+            "numInputRows": 40,
+            "processedRowsPerSecond": 123.456,
+            "durationMs": {"triggerExecution": 321},
+            "stateOperators": [{"numRowsTotal": 5}, {"numRowsTotal": 3}],
+            "observedMetrics": {"dead_letters": {"count": 2}},
+        }
     )
-    assert [v["score"] for _, v in streaming_join.output()] == [2.0]
-    assert streaming_join.query.isActive
-
-
-def test_progress_line_reports_rows_rate_duration_and_state_rows(streaming_join):
-    from stedi.sparkjob import progress_line
-
-    streaming_join.append("redis-server", [customer_record(SANTOSH)], T0)
-    streaming_join.output()
-    line = progress_line(streaming_join.query.lastProgress)
-    assert line.startswith("[customer_risk_test] batch ")
-    assert "1 rows in" in line and "rows/s" in line and " ms" in line
-    assert line.endswith(" state rows") and ", 0 state rows" not in line
+    assert line == (
+        "[customer-risk-join] batch 7: 40 rows in, 123.5 rows/s, 321 ms, 8 state rows, "
+        "2 dead letters"
+    )

@@ -1,62 +1,96 @@
-"""Risk scores parsed from topic `stedi-events` (sparkpyeventskafkastreamtoconsole.py)."""
+"""Risk scores parsed from topic `stedi-events`.
+
+Every case runs against the events console script's decoder and the join
+script's copy of it, so the two copies cannot drift apart.
+"""
 
 from datetime import datetime
 
-from pyspark.testing import assertDataFrameEqual, assertSchemaEqual
+import pytest
+from pyspark.testing import assertDataFrameEqual
 
-from stedi.schemas import RISK_ROW_SCHEMA
-from stedi.transforms import dead_letters, risk_events, risk_events_with_problems
-from tests.records import kafka_df, risk_record
+from tests.records import KAFKA_SOURCE_SCHEMA, kafka_df, risk_record
+from tests.scripts import events_job, join_job
 
 T0 = datetime(2026, 1, 1)
 RISK_DATE = datetime(2020, 9, 14, 7, 54, 6, 417000)
+ROW = "customer string, score double, riskDate timestamp"
+GOOD_DATE = "2020-09-14T07:54:06.417Z"
 
 
-def test_integer_and_decimal_scores_both_parse_as_doubles(spark):
+@pytest.fixture(params=[events_job, join_job], ids=["events-script", "join-script"])
+def job(request):
+    return request.param
+
+
+def test_integer_and_decimal_scores_both_parse_as_doubles(spark, job):
     values = [risk_record("a@test.com", 7), risk_record("b@test.com", -2.35)]
-    result = risk_events(kafka_df(spark, "stedi-events", values, T0))
-    assertSchemaEqual(result.schema, RISK_ROW_SCHEMA)
+    result = job.risk_events(kafka_df(spark, "stedi-events", values, T0))
     assertDataFrameEqual(
-        result,
+        result.where("problem IS NULL").select("customer", "score", "riskDate"),
         spark.createDataFrame(
-            [("a@test.com", 7.0, RISK_DATE, T0), ("b@test.com", -2.35, RISK_DATE, T0)],
-            RISK_ROW_SCHEMA,
+            [("a@test.com", 7.0, RISK_DATE), ("b@test.com", -2.35, RISK_DATE)], ROW
         ),
     )
 
 
-def test_malformed_events_are_dead_lettered_with_a_reason_and_good_ones_kept(spark):
+def test_malformed_events_get_a_reason_and_good_ones_are_kept(spark, job):
     values = [
         "{{ not json",
         None,
-        '{"score": 3.0}',
-        '{"customer": "a@test.com", "score": "high"}',
+        '{"score": 3.0, "riskDate": "2020-09-14T07:54:06.417Z"}',
+        '{"customer": "a@test.com", "score": "high", "riskDate": "2020-09-14T07:54:06.417Z"}',
         '["a list"]',
         risk_record("good@test.com", 1.5),
         risk_record("baddate@test.com", 2.0, risk_date="yesterday"),
+        f'{{"customer": "a@test.com", "score": NaN, "riskDate": "{GOOD_DATE}"}}',
+        f'{{"customer": "a@test.com", "score": "Infinity", "riskDate": "{GOOD_DATE}"}}',
+        f'{{"customer": "a@test.com", "score": "-Infinity", "riskDate": "{GOOD_DATE}"}}',
+        risk_record("", 1.0),
+        risk_record("not an email", 1.0),
+        '{"customer": "a@test.com", "score": 1.0}',
     ]
-    kafka = kafka_df(spark, "stedi-events", values, T0)
-    problems = [r.problem for r in risk_events_with_problems(kafka).orderBy("offset").collect()]
-    assert problems == [
+    rows = job.risk_events(kafka_df(spark, "stedi-events", values, T0)).orderBy("offset")
+    assert [r.problem for r in rows.collect()] == [
         "value is not a JSON object",
-        "value is not a JSON object",
-        "risk event has no customer",
-        "risk event has no numeric score",
+        "value is missing",
+        "customer is missing or not an email address",
+        "score is missing or not a number",
         "value is not a JSON object",
         None,
-        None,
+        "riskDate is missing or not an ISO-8601 time",
+        "value is not a JSON object",  # a bare NaN is not JSON
+        "score is not a finite number",
+        "score is not a finite number",
+        "customer is missing or not an email address",
+        "customer is missing or not an email address",
+        "riskDate is missing or not an ISO-8601 time",
     ]
-    assertDataFrameEqual(
-        risk_events(kafka),
-        spark.createDataFrame(
-            [("good@test.com", 1.5, RISK_DATE, T0), ("baddate@test.com", 2.0, None, T0)],
-            RISK_ROW_SCHEMA,
-        ),
+
+
+def test_a_value_of_invalid_utf8_is_a_problem_not_an_error(spark, job):
+    rows = [(None, b'{"customer":"\xff@test.com"}', "stedi-events", 0, 0, T0)]
+    result = job.risk_events(spark.createDataFrame(rows, KAFKA_SOURCE_SCHEMA)).collect()
+    assert [r.problem for r in result] == ["value is not valid UTF-8"]
+
+
+def test_console_rows_show_good_events_only(spark):
+    values = [risk_record("a@test.com", 7), "{{"]
+    result = events_job.console_rows(kafka_df(spark, "stedi-events", values, T0))
+    assertDataFrameEqual(result, spark.createDataFrame([("a@test.com", 7.0, RISK_DATE)], ROW))
+
+
+def test_console_progress_line_counts_bad_records(spark):
+    line = events_job.progress_line(
+        {
+            "name": "risk-events-console",
+            "batchId": 3,
+            "numInputRows": 10,
+            "processedRowsPerSecond": 5.0,
+            "durationMs": {"triggerExecution": 200},
+            "observedMetrics": {"bad_records": {"count": 2}},
+        }
     )
-    letters = dead_letters(risk_events_with_problems(kafka)).orderBy("key").collect()
-    assert [r.key for r in letters] == [f"stedi-events/0/{i}" for i in range(5)]
-    assert letters[3].value == (
-        '{"sourceTopic":"stedi-events","sourcePartition":0,"sourceOffset":3,'
-        '"problem":"risk event has no numeric score",'
-        '"value":"{\\"customer\\": \\"a@test.com\\", \\"score\\": \\"high\\"}"}'
+    assert line == (
+        "[risk-events-console] batch 3: 10 rows in, 5.0 rows/s, 200 ms, 0 state rows, 2 bad records"
     )
