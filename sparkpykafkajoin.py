@@ -129,6 +129,9 @@ RISK_EVENT_SCHEMA = StructType(
 
 CUSTOMER_KEY = bytearray(b"Customer")
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# An ISO-8601 instant with a four-digit year (the app writes 2020-09-14T07:54:06.417Z);
+# Spark's lenient parser alone would also take "-1000" or "2020" as a time.
+ISO_INSTANT_PATTERN = r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d{1,9})?)?(Z|[+-]\d\d:?\d\d)$"
 DEAD_LETTER_VALUE_BYTES = 64 * 1024
 
 
@@ -223,7 +226,10 @@ def risk_events(records: DataFrame) -> DataFrame:
         "event", F.from_json("text", RISK_EVENT_SCHEMA)
     )
     score = F.col("event.score")
-    risk_date = F.try_to_timestamp(F.col("event.riskDate"))
+    risk_date = F.when(
+        F.col("event.riskDate").rlike(ISO_INSTANT_PATTERN),
+        F.try_to_timestamp(F.col("event.riskDate")),
+    )
     problem = (
         F.when(F.col("value").isNull(), "value is missing")
         .when(F.col("text").isNull(), "value is not valid UTF-8")

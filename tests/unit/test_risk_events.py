@@ -49,6 +49,8 @@ def test_malformed_events_get_a_reason_and_good_ones_are_kept(spark, job):
         risk_record("", 1.0),
         risk_record("not an email", 1.0),
         '{"customer": "a@test.com", "score": 1.0}',
+        '{"customer": "a@test.com", "score": 1.0, "riskDate": -1000}',
+        '{"customer": "a@test.com", "score": 1.0, "riskDate": "2020"}',
     ]
     rows = job.risk_events(kafka_df(spark, "stedi-events", values, T0)).orderBy("offset")
     assert [r.problem for r in rows.collect()] == [
@@ -64,6 +66,8 @@ def test_malformed_events_get_a_reason_and_good_ones_are_kept(spark, job):
         "score is not a finite number",
         "customer is missing or not an email address",
         "customer is missing or not an email address",
+        "riskDate is missing or not an ISO-8601 time",
+        "riskDate is missing or not an ISO-8601 time",  # Spark alone reads the year -1000
         "riskDate is missing or not an ISO-8601 time",
     ]
 
