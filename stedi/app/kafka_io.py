@@ -30,12 +30,17 @@ class RiskPublisher:
         self.producer: KafkaProducer | None = None
         self.error: str | None = None
         self.wakeup = asyncio.Event()
+        self.flushing = threading.Lock()
 
     def publish(self, key: bytes, value: bytes) -> None:
         self.outbox.append((key, value))
         self.wakeup.set()
 
     def _flush_outbox(self) -> None:
+        with self.flushing:  # one flush at a time: two would send the outbox's head twice
+            self._send_outbox()
+
+    def _send_outbox(self) -> None:
         if self.producer is None:
             self.producer = KafkaProducer(
                 bootstrap_servers=self.bootstrap_servers,
@@ -52,9 +57,11 @@ class RiskPublisher:
     async def run(self) -> None:
         while True:
             try:
+                # Cleared before the flush: a score published during it sets it again,
+                # so it is never left waiting in the outbox for the next one.
+                self.wakeup.clear()
                 await asyncio.to_thread(self._flush_outbox)
                 self.error = None
-                self.wakeup.clear()
                 await self.wakeup.wait()
             except (KafkaError, OSError) as exc:
                 waiting = len(self.outbox)
@@ -66,6 +73,11 @@ class RiskPublisher:
                 await asyncio.sleep(5)
 
     def close(self) -> None:
+        """Sends what still waits in the outbox (when Kafka answers), then closes."""
+        try:
+            self._flush_outbox()
+        except (KafkaError, OSError) as exc:
+            log.warning("%d risk scores not sent at shutdown: %s", len(self.outbox), exc)
         if self.producer is not None:
             self.producer.close(timeout=5)
 
