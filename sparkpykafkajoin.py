@@ -13,8 +13,9 @@ writes one JSON record per risk score to KAFKA_RISK_TOPIC (default
 - A customer stays joinable for as long as the query's checkpoint lives; the
   first version of an email wins.
 - A risk score joins at once when its customer is known, else waits up to
-  STEDI_RISK_WAIT (default `1 hour`) for it; exact repeats (same customer,
-  riskDate and score) within that wait give one output.
+  STEDI_RISK_WAIT (default `1 hour`) for it, and leaves the state after that
+  wait. Each score record gives one output, a repeated record another one
+  (Kafka delivers at least once; so does this job's Kafka sink).
 - Malformed records go to STEDI_DEAD_LETTER_TOPIC (default `stedi-dead-letter`),
   written by the same query: source topic, partition, offset, timestamp,
   reason, member index and the value (at most 64 KiB, with its length and hash).
@@ -277,15 +278,17 @@ def dead_letters(rows: DataFrame, member: Column | None = None) -> DataFrame:
 
 
 # --- the join ------------------------------------------------------------------------------
-def with_arrival_time(records: DataFrame, risk_wait: str) -> DataFrame:
+def with_arrival_time(records: DataFrame) -> DataFrame:
     """Adds `arrival`, the micro-batch's time, as the event time of everything downstream.
 
     Kafka record times would make old customers (or a replay on a rebuild) older
     than the watermark, so a stream-stream join would drop them as late. A
-    batch's own time is never older than the watermark (the latest arrival
-    minus `risk_wait`), so no record is ever late.
+    batch's own time is never older than the watermark (the previous batch's
+    time, as the delay is 0), so no record is ever late.
     """
-    return records.withColumn("arrival", F.current_timestamp()).withWatermark("arrival", risk_wait)
+    return records.withColumn("arrival", F.current_timestamp()).withWatermark(
+        "arrival", "0 seconds"
+    )
 
 
 def unique_customers(members: DataFrame) -> DataFrame:
@@ -301,12 +304,10 @@ def unique_customers(members: DataFrame) -> DataFrame:
     )
 
 
-def unique_risk_events(events: DataFrame) -> DataFrame:
-    """Good risk scores; an exact repeat (customer, riskDate, score) within the wait is dropped."""
-    return (
-        events.where(F.col("problem").isNull())
-        .select("customer", "score", "riskDate", "arrival")
-        .dropDuplicatesWithinWatermark(["customer", "riskDate", "score"])
+def good_risk_events(events: DataFrame) -> DataFrame:
+    """Good risk scores, as they come: each record is one score (see the module docstring)."""
+    return events.where(F.col("problem").isNull()).select(
+        "customer", "score", "riskDate", "arrival"
     )
 
 
@@ -314,7 +315,9 @@ def join_risk_with_customers(customers: DataFrame, risks: DataFrame, risk_wait: 
     """Inner join on email: a risk score waits up to `risk_wait` for its customer.
 
     Customers have no lower time bound in the condition, so the join never
-    evicts them; a risk score leaves the state once the watermark passes it by the wait.
+    evicts them. A score leaves the state once the watermark (the latest
+    arrival, as the delay is 0) passes its arrival by the wait: no score stays
+    in state longer than the wait, joined or not.
     """
     c, r = customers.alias("c"), risks.alias("r")
     condition = F.expr(f"r.customer = c.email AND c.arrival <= r.arrival + INTERVAL {risk_wait}")
@@ -340,12 +343,12 @@ def pipeline(records: DataFrame, settings: Settings) -> DataFrame:
     The joined records go to the output topic, dead letters of both inputs to
     the dead-letter topic, from the same read of the source.
     """
-    timed = with_arrival_time(records, settings.risk_wait)
+    timed = with_arrival_time(records)
     members = customer_members(timed.where(F.col("topic") == settings.redis_topic))
     events = risk_events(timed.where(F.col("topic") == settings.events_topic))
     joined = customer_risk_records(
         join_risk_with_customers(
-            unique_customers(members), unique_risk_events(events), settings.risk_wait
+            unique_customers(members), good_risk_events(events), settings.risk_wait
         )
     ).withColumn("topic", F.lit(settings.risk_topic))
     letters = (
