@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 from kafka import KafkaProducer
 
-from stedi.app.risk import StepTest, risk_event, risk_score
+from stedi.app.risk import MIN_TESTS, StepTest, risk_event, risk_score
 from stedi.config import Settings
 from tests.records import customer, customer_record, risk_record, step_test_record
 
@@ -108,7 +108,7 @@ def step_tests_and_app_scores(
         for j in range(tests):
             recent = held.setdefault(j % customers, [])
             recent.append(step_test(j))
-            del recent[:-4]  # the score needs the four most recent (stop times only grow)
+            del recent[:-MIN_TESTS]  # a score needs the four most recent; stop times only grow
             risk = risk_score(recent)
             if risk is not None:
                 yield risk_event(email(j % customers), risk)
