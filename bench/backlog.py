@@ -1,4 +1,4 @@
-"""Throughput: the same backlog through the project's join and through the peer, --available-now."""
+"""Throughput: a backlog through one Spark job with --available-now, start-up left out."""
 
 from __future__ import annotations
 
@@ -12,20 +12,13 @@ from bench.topics import record_count
 from stedi.config import Settings
 
 
-def run_backlog(
-    label: str,
-    argv: list[str],
-    env: dict[str, str],
-    output_topic: str,
-    events_topic: str,
-    customers: int,
-    settings: Settings,
-    bench: BenchSettings,
-) -> dict:
-    """Run one job over the backlog until it exits; its figures, start-up excluded.
+def run_to_end(
+    label: str, argv: list[str], env: dict[str, str], bench: BenchSettings
+) -> tuple[SparkRun, dict]:
+    """Run one job over its backlog from the earliest offsets until it exits.
 
-    `seconds` is the sum of the micro-batch durations the job reports (see
-    bench/progress.py), so the JVM's start and stop are not in it; `wall_s` has both.
+    Returns the run and its progress figures (bench/progress.py `summarize`);
+    fails loudly when the job fails or prints no progress line.
     """
     print(f">> {label}: {' '.join(argv[-2:])} over the backlog", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-checkpoints-") as checkpoints:
@@ -41,23 +34,49 @@ def run_backlog(
                 raise RuntimeError(
                     f"{label} exited with {code}; log {run.log_path}:\n{run.log_tail()}"
                 )
-    figures = summarize(run.batches)
     if not run.batches:
         raise RuntimeError(f"{label} printed no progress lines; log {run.log_path}")
-    events = record_count(settings, events_topic)
+    return run, summarize(run.batches)
+
+
+def timings(run: SparkRun, figures: dict) -> dict:
+    """The figures every backlog run reports, whatever its unit of work.
+
+    `seconds` is the sum of the micro-batch durations the job reports (see
+    bench/progress.py), so the JVM's start and stop are not in it; `wall_s` has both.
+    """
     seconds = figures["seconds"]
-    result = {
-        "events": events,
-        "customers": customers,
+    return {
         "input_rows": figures["input_rows"],
-        "output_records": record_count(settings, output_topic),
         "seconds": round(seconds, 2),
-        "throughput_eps": round(events / seconds, 1) if seconds else 0.0,
         "wall_s": round(run.elapsed, 1),
         "startup_and_exit_s": round(run.elapsed - seconds, 1),
         "batches": sum(q["batches"] for q in figures["queries"].values()),
         "queries": figures["queries"],
         "driver_peak_rss_mb": run.peak_rss_mb,
+    }
+
+
+def run_backlog(
+    label: str,
+    argv: list[str],
+    env: dict[str, str],
+    output_topic: str,
+    events_topic: str,
+    customers: int,
+    settings: Settings,
+    bench: BenchSettings,
+) -> dict:
+    """A join over the backlog of risk scores: its figures, start-up excluded."""
+    run, figures = run_to_end(label, argv, env, bench)
+    events = record_count(settings, events_topic)
+    seconds = figures["seconds"]
+    result = {
+        "events": events,
+        "customers": customers,
+        "output_records": record_count(settings, output_topic),
+        "throughput_eps": round(events / seconds, 1) if seconds else 0.0,
+        **timings(run, figures),
     }
     if figures["state_rows"] is not None:
         result["state_rows"] = figures["state_rows"]

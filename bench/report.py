@@ -17,6 +17,33 @@ def _n(value, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def risk_score_rows(score: dict | None) -> list[str]:
+    """The risk-score job's own small table and a blank line; none when it did not run."""
+    if score is None:
+        return []
+    rows = [
+        ["the risk-score job (sparkpyriskscore.py)", ""],
+        ["---", "---"],
+        [
+            "throughput, rapid step tests/s (start-up excluded)",
+            f"**{_n(score['throughput_tps'])}**",
+        ],
+        [
+            "backlog: tests / customers / the app's scores",
+            f"{_n(score['tests'])} / {_n(score['customers'])} / {_n(score['app_scores'])}",
+        ],
+        [
+            "scores / checks agreeing with the app's",
+            f"{_n(score['scores'])} / {_n(score['agreeing'])} of {_n(score['checks'])}",
+        ],
+        ["micro-batch time for the backlog, s", _n(score["seconds"], 1)],
+        ["wall time, JVM start and exit included, s", _n(score["wall_s"], 1)],
+        ["driver peak RSS, MiB", _n(score["driver_peak_rss_mb"])],
+        ["state rows at the end of the backlog", _n(score["state_rows"])],
+    ]
+    return [*("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
 def table(results: dict) -> str:
     join, peer = results["join"], results["peer_join"]
     kafka, lat = results["kafka_limit"], results["latency"]
@@ -72,6 +99,7 @@ def table(results: dict) -> str:
         [
             *("| " + " | ".join(row) + " |" for row in rows),
             "",
+            *risk_score_rows(results.get("risk_score")),
             f"join / peer: **{_n(r['join_vs_peer'], 2)}x**; "
             f"join / Kafka consumer limit: **{_n(r['join_vs_kafka_consumer'], 3)}x**",
             "",

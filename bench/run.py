@@ -2,7 +2,8 @@
 
 Measures (issue 14) on one backlog of BENCH_EVENTS risk scores for BENCH_CUSTOMERS
 customers, on fresh topics: the join's and the peer's throughput with
---available-now, Kafka's consumer limit and round trip, the join's start-up and
+--available-now, Kafka's consumer limit and round trip, the risk-score job's
+throughput and state over BENCH_SCORE_TESTS rapid step tests (issue 15), the join's start-up and
 end-to-end latency as a stream at BENCH_LATENCY_RATE scores/s for
 BENCH_LATENCY_SECONDS, the driver's peak RSS, and the Redis source's throughput.
 Writes build/bench/results.json (or BENCH_RESULTS) and prints a Markdown table.
@@ -24,6 +25,7 @@ from bench.latency import run_latency
 from bench.machine import machine
 from bench.redis_source import run_redis_source
 from bench.report import ratios, table
+from bench.risk_score import run_risk_score
 from bench.settings import BenchSettings
 from bench.topics import Topics
 from stedi.config import Settings
@@ -69,6 +71,7 @@ def measure(settings: Settings, bench: BenchSettings, topics: Topics) -> dict:
         settings,
         bench,
     )
+    results["risk_score"] = run_risk_score(settings, topics, bench)
 
     stream = run_latency(settings, topics, bench)
     results["latency"] = stream["latency"]

@@ -26,6 +26,8 @@ class BenchSettings:
     events: int = field(default_factory=lambda: _int("BENCH_EVENTS", 200_000))
     # Customers they join with (and the customers of the latency phase).
     customers: int = field(default_factory=lambda: _int("BENCH_CUSTOMERS", 1000))
+    # Rapid step tests of these customers in turn that the risk-score job scores.
+    score_tests: int = field(default_factory=lambda: _int("BENCH_SCORE_TESTS", 100_000))
     # The latency phase: the join as a stream, fed at a fixed rate for this long.
     latency_seconds: int = field(default_factory=lambda: _int("BENCH_LATENCY_SECONDS", 60))
     latency_rate: int = field(default_factory=lambda: _int("BENCH_LATENCY_RATE", 1000))

@@ -64,6 +64,24 @@ def customer_record(*customers: dict, padded: bool = True) -> str:
     return zadd_record("Customer", *(json.dumps(c) for c in customers), padded=padded)
 
 
+def step_test_json(who: dict, stop_ms: int, duration_ms: int) -> str:
+    """A `RapidStepTest` member as the app stores it (times in epoch ms)."""
+    return json.dumps(
+        {
+            "startTime": stop_ms - duration_ms,
+            "stopTime": stop_ms,
+            "testTime": duration_ms,
+            "totalSteps": 30,
+            "customer": who,
+        }
+    )
+
+
+def step_test_record(who: dict, stop_ms: int, duration_ms: int) -> str:
+    """One test as the Redis source publishes the app's single-member ZADD."""
+    return zadd_record("RapidStepTest", step_test_json(who, stop_ms, duration_ms))
+
+
 def set_record(key: str, value: str) -> str:
     return json.dumps(
         {

@@ -18,6 +18,8 @@ from stedi.stack import services
 pytestmark = pytest.mark.integration
 
 EVENTS, CUSTOMERS, LATENCY_SECONDS, LATENCY_RATE = 300, 30, 5, 100
+# 400 = 30 x 13 + 10: 10 customers take 14 tests (11 scores each), 20 take 13 (10 each).
+SCORE_TESTS, SCORES = 400, 10 * 11 + 20 * 10
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +33,7 @@ def bench_run(stack, tmp_path_factory):
         "BENCH_LATENCY_SECONDS": str(LATENCY_SECONDS),
         "BENCH_LATENCY_RATE": str(LATENCY_RATE),
         "BENCH_REDIS_RECORDS": "200",
+        "BENCH_SCORE_TESTS": str(SCORE_TESTS),
         "BENCH_RESULTS": str(results),
     }
     run = subprocess.run(
@@ -45,13 +48,22 @@ def bench_run(stack, tmp_path_factory):
     return json.loads(results.read_text()), run.stdout
 
 
-@pytest.mark.timeout(1800)  # three spark-submit runs; slow on a busy 2-core machine
+@pytest.mark.timeout(1800)  # four spark-submit runs; slow on a busy 2-core machine
 def test_tiny_bench_writes_every_key_of_issue_14(bench_run):
     results, _ = bench_run
     assert set(results["join"]) >= {"events", "seconds", "throughput_eps", "state_rows"}
     assert set(results["peer_join"]) >= {"events", "seconds", "throughput_eps"}
     assert set(results["kafka_limit"]) >= {"consumer_eps", "roundtrip_p50_ms", "roundtrip_p99_ms"}
     assert set(results["latency"]) >= {"rate_eps", "p50_ms", "p99_ms", "max_ms"}
+    assert set(results["risk_score"]) >= {
+        "tests",
+        "seconds",
+        "throughput_tps",
+        "state_rows",
+        "scores",
+        "wall_s",
+        "driver_peak_rss_mb",
+    }
     assert set(results["machine"]) >= {"cores", "memory_gb", "spark", "kafka"}
     assert results["startup_s"] > 0
     assert results["driver_peak_rss_mb"] > 100  # a Spark driver JVM, found and sampled
@@ -67,6 +79,38 @@ def test_both_jobs_process_the_whole_backlog_once(bench_run, job):
     assert figures["output_records"] == EVENTS  # one joined record per risk score
     assert 0 < figures["seconds"] < figures["wall_s"]  # start-up is left out
     assert figures["throughput_eps"] == pytest.approx(EVENTS / figures["seconds"], rel=0.01)
+
+
+@pytest.mark.timeout(1800)
+def test_risk_score_job_scores_every_history_from_the_fourth_test_on(bench_run):
+    score = bench_run[0]["risk_score"]
+    assert score["tests"] == SCORE_TESTS
+    assert score["customers"] == CUSTOMERS
+    assert score["scores"] == SCORES
+    assert score["app_scores"] == SCORES  # the app's scores of the same tests, to check against
+    assert score["checks"] == score["agreeing"] == SCORES
+    assert score["dead_letters"] == 0
+    assert 0 < score["seconds"] < score["wall_s"]  # start-up is left out
+    assert score["throughput_tps"] == pytest.approx(SCORE_TESTS / score["seconds"], rel=0.01)
+    assert score["driver_peak_rss_mb"] > 100
+
+
+@pytest.mark.timeout(1800)
+def test_risk_score_state_is_one_row_per_customer_whatever_its_history(bench_run):
+    # A customer's row holds its last four tests and the scores waiting for the app's, so
+    # 13 or 14 tests each still leave exactly one row per customer.
+    assert bench_run[0]["risk_score"]["state_rows"] == CUSTOMERS
+
+
+@pytest.mark.timeout(1800)
+def test_the_table_shows_the_risk_score_figures(bench_run):
+    results, table = bench_run
+    score = results["risk_score"]
+    assert "| the risk-score job (sparkpyriskscore.py) |" in table
+    section = table.split("| the risk-score job (sparkpyriskscore.py) |")[1].split("\n\n")[0]
+    assert f"| **{score['throughput_tps']:,.0f}** |" in section
+    assert f"| state rows at the end of the backlog | {CUSTOMERS:,} |" in section
+    assert f"| {SCORES:,} / {SCORES:,} of {SCORES:,} |" in section
 
 
 @pytest.mark.timeout(1800)

@@ -19,7 +19,7 @@ import pytest
 import sparkpyriskscore as job
 from stedi.app.quality import QualityCounts
 from stedi.app.risk import StepTest, iso_millis, risk_score
-from tests.records import customer, zadd_record
+from tests.records import customer, step_test_json, step_test_record, zadd_record
 
 # The Python workers of applyInPandasWithState need this venv's pandas and pyarrow.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -30,18 +30,6 @@ T0 = 1_700_000_000_000  # stop times are epoch ms
 
 def person(name: str) -> dict:
     return customer(name, f"{name}@test.com", "1955-01-01")
-
-
-def step_test_json(who: dict, stop_ms: int, duration_ms: int) -> str:
-    return json.dumps(
-        {
-            "startTime": stop_ms - duration_ms,
-            "stopTime": stop_ms,
-            "testTime": duration_ms,
-            "totalSteps": 30,
-            "customer": who,
-        }
-    )
 
 
 def history(durations_s: list[float], start: int = T0) -> list[tuple[int, int]]:
@@ -112,9 +100,7 @@ def _leaves(value):
 
 
 def step_test_records(who: dict, tests: list[tuple[int, int]]) -> list[tuple[str, str]]:
-    return [
-        (SETTINGS.redis_topic, zadd_record("RapidStepTest", step_test_json(who, *t))) for t in tests
-    ]
+    return [(SETTINGS.redis_topic, step_test_record(who, *t)) for t in tests]
 
 
 def app_event(who: dict, score: float, stop_ms: int) -> tuple[str, str]:
