@@ -66,7 +66,8 @@ def submit(wrapper: str, env: dict) -> str:
         timeout=600,
         env={**os.environ, **env, "STEDI_SUBMIT": "local"},
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    first_error = max(0, result.stderr.find("Exception") - 500)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[first_error:][:4000]
     return result.stdout
 
 
