@@ -7,6 +7,8 @@ they never skip.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 import uuid
 
@@ -39,6 +41,34 @@ def redis_client(stack):
 def unique():
     """A short unique word for topic names and Redis keys of one test."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def topics(stack, unique, tmp_path):
+    """Unique topics and checkpoints for one test, as the Spark jobs' environment."""
+    env = {
+        "STEDI_REDIS_TOPIC": f"redis-server-{unique}",
+        "STEDI_EVENTS_TOPIC": f"stedi-events-{unique}",
+        "KAFKA_RISK_TOPIC": f"customer-risk-{unique}",
+        "STEDI_DEAD_LETTER_TOPIC": f"dead-letter-{unique}",
+        "STEDI_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+    }
+    create_topics(stack, *(v for k, v in env.items() if k != "STEDI_CHECKPOINT_DIR"))
+    return env
+
+
+def submit(wrapper: str, env: dict) -> str:
+    """Runs a submit wrapper with --available-now on local Spark; its stdout, or fails."""
+    result = subprocess.run(
+        [str(services.ROOT / wrapper), "--available-now"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env, "STEDI_SUBMIT": "local"},
+    )
+    first_error = max(0, result.stderr.find("Exception") - 500)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[first_error:][:4000]
+    return result.stdout
 
 
 def create_topics(settings: Settings, *names: str) -> None:

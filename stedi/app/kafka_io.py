@@ -11,6 +11,7 @@ import collections
 import json
 import logging
 import threading
+from collections.abc import Callable
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
@@ -19,6 +20,47 @@ log = logging.getLogger("stedi.app.kafka")
 GRAPH_ROUND = 30  # the graph resets after this many points (one round of simulated customers)
 OUTBOX_LIMIT = 100_000
 BOOTSTRAP_TIMEOUT_MS = 5000  # say "Kafka unavailable" on the page within seconds, not 30
+RECONNECT_SECONDS = 5
+POLL_MS = 500  # how soon a reader sees that it is asked to stop
+
+
+def read_topic(
+    bootstrap_servers: str,
+    topic: str,
+    stop_event: threading.Event,
+    *,
+    offset_reset: str,
+    on_connect: Callable[[], None],
+    on_record: Callable[[bytes | None], None],
+    on_unavailable: Callable[[Exception], None],
+) -> None:
+    """Reads `topic` (no consumer group) until `stop_event` is set; blocks, run it in a thread.
+
+    When Kafka fails it calls `on_unavailable` and reconnects RECONNECT_SECONDS later; each
+    connection reads again from `offset_reset` ("earliest" or "latest") after `on_connect`.
+    """
+    while not stop_event.is_set():
+        consumer = None
+        try:
+            consumer = KafkaConsumer(
+                topic,
+                bootstrap_servers=bootstrap_servers,
+                group_id=None,
+                auto_offset_reset=offset_reset,
+                enable_auto_commit=False,
+                bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+            )
+            on_connect()
+            while not stop_event.is_set():
+                for records in consumer.poll(timeout_ms=POLL_MS).values():
+                    for record in records:
+                        on_record(record.value)
+        except (KafkaError, OSError) as exc:
+            on_unavailable(exc)
+            stop_event.wait(RECONNECT_SECONDS)
+        finally:
+            if consumer is not None:
+                consumer.close()
 
 
 class RiskPublisher:
@@ -160,31 +202,27 @@ class RiskFeed:
         return point
 
     def _consume(self) -> None:
-        while not self.stop_event.is_set():
-            consumer = None
-            try:
-                consumer = KafkaConsumer(
-                    self.topic,
-                    bootstrap_servers=self.bootstrap_servers,
-                    group_id=None,
-                    auto_offset_reset="latest",
-                    enable_auto_commit=False,
-                    bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
-                )
-                self.error = None
-                while not self.stop_event.is_set():
-                    for records in consumer.poll(timeout_ms=500).values():
-                        for record in records:
-                            point = self.parse(record.value)
-                            if point is not None:
-                                self.loop.call_soon_threadsafe(self._deliver, point)
-            except (KafkaError, OSError) as exc:
-                self.error = f"graph feed: Kafka unavailable ({type(exc).__name__})"
-                log.warning("%s: retrying in 5 s", self.error)
-                self.stop_event.wait(5)
-            finally:
-                if consumer is not None:
-                    consumer.close()
+        read_topic(
+            self.bootstrap_servers,
+            self.topic,
+            self.stop_event,
+            offset_reset="latest",
+            on_connect=self._connected,
+            on_record=self._received,
+            on_unavailable=self._unavailable,
+        )
+
+    def _connected(self) -> None:
+        self.error = None
+
+    def _received(self, value: bytes | None) -> None:
+        point = self.parse(value)
+        if point is not None:
+            self.loop.call_soon_threadsafe(self._deliver, point)
+
+    def _unavailable(self, exc: Exception) -> None:
+        self.error = f"graph feed: Kafka unavailable ({type(exc).__name__})"
+        log.warning("%s: retrying in %d s", self.error, RECONNECT_SECONDS)
 
     def close(self) -> None:
         self.stop_event.set()

@@ -12,11 +12,9 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from kafka import KafkaConsumer
-from kafka.errors import KafkaError
+from stedi.app.kafka_io import RECONNECT_SECONDS, read_topic
 
 log = logging.getLogger("stedi.app.quality")
-BOOTSTRAP_TIMEOUT_MS = 5000
 
 
 @dataclass
@@ -53,29 +51,23 @@ class RiskQuality:
         return self.counts.line()
 
     def _consume(self) -> None:
-        while not self.stop_event.is_set():
-            consumer = None
-            try:
-                consumer = KafkaConsumer(
-                    self.topic,
-                    bootstrap_servers=self.bootstrap_servers,
-                    group_id=None,
-                    auto_offset_reset="earliest",
-                    enable_auto_commit=False,
-                    bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
-                )
-                counts = QualityCounts()  # a reconnect reads from the beginning again
-                self.counts = counts
-                while not self.stop_event.is_set():
-                    for records in consumer.poll(timeout_ms=500).values():
-                        for record in records:
-                            counts.add(record.value)
-            except (KafkaError, OSError) as exc:
-                log.warning("quality feed: Kafka unavailable (%s): retrying in 5 s", exc)
-                self.stop_event.wait(5)
-            finally:
-                if consumer is not None:
-                    consumer.close()
+        read_topic(
+            self.bootstrap_servers,
+            self.topic,
+            self.stop_event,
+            offset_reset="earliest",
+            on_connect=self._connected,
+            on_record=lambda value: self.counts.add(value),
+            on_unavailable=self._unavailable,
+        )
+
+    def _connected(self) -> None:
+        self.counts = QualityCounts()  # a reconnect reads from the beginning again
+
+    def _unavailable(self, exc: Exception) -> None:
+        log.warning(
+            "quality feed: Kafka unavailable (%s): retrying in %d s", exc, RECONNECT_SECONDS
+        )
 
     def close(self) -> None:
         self.stop_event.set()

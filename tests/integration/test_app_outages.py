@@ -1,29 +1,28 @@
 """The app keeps serving when Redis or Kafka is away, and says so (details after login);
 sessions and their live graphs expire."""
 
-import socket
 import time
 
 import httpx
 import pytest
 
-from tests.app_server import ADMIN_EMAIL, ADMIN_PASSWORD, AppServer, csrf_of, logged_in
+from tests.app_server import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    AppServer,
+    csrf_of,
+    free_port,
+    logged_in,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def closed_port() -> int:
-    """A loopback port nobody listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def app_without_services(tmp_path):
     env = {
-        "REDIS_PORT": str(closed_port()),
-        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{closed_port()}",
+        "REDIS_PORT": str(free_port()),
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
     }
     server = AppServer(env, tmp_path / "app.log", ready_status=503)
     yield server
@@ -48,7 +47,7 @@ def test_without_redis_and_kafka_the_app_serves_and_says_it_is_down(app_without_
 
 @pytest.fixture
 def app_without_kafka(stack, tmp_path):
-    env = {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{closed_port()}"}
+    env = {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
     server = AppServer(env, tmp_path / "app.log")
     yield server
     server.stop()

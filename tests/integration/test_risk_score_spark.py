@@ -9,8 +9,6 @@ whole history).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 import uuid
 from collections import Counter
@@ -18,26 +16,12 @@ from collections import Counter
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from stedi.stack import services
-from tests.app_server import AppServer
-from tests.integration.test_app_api import logged_in
-from tests.stack_support import TopicReader, create_topics, read_all
+from tests.app_server import AppServer, logged_in
+from tests.stack_support import TopicReader, create_topics, read_all, submit
 
 pytestmark = pytest.mark.integration
 
 MIN_SCORES = 100
-
-
-def submit(wrapper: str, env: dict) -> str:
-    result = subprocess.run(
-        [str(services.ROOT / wrapper), "--available-now"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **env, "STEDI_SUBMIT": "local"},
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
 
 
 def end_offset(settings, topic: str) -> int:

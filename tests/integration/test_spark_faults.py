@@ -16,24 +16,11 @@ import pytest
 
 from stedi.stack import services
 from tests.records import customer, customer_record, risk_record
-from tests.stack_support import TopicReader, create_topics, produce
+from tests.stack_support import TopicReader, produce
 
 pytestmark = pytest.mark.integration
 
 CUSTOMERS = [customer(f"Cust {i}", f"cust{i}@test.com", f"{1940 + i}-01-01") for i in range(20)]
-
-
-@pytest.fixture
-def topics(stack, unique, tmp_path):
-    env = {
-        "STEDI_REDIS_TOPIC": f"redis-server-{unique}",
-        "STEDI_EVENTS_TOPIC": f"stedi-events-{unique}",
-        "KAFKA_RISK_TOPIC": f"customer-risk-{unique}",
-        "STEDI_DEAD_LETTER_TOPIC": f"dead-letter-{unique}",
-        "STEDI_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
-    }
-    create_topics(stack, *(v for k, v in env.items() if k != "STEDI_CHECKPOINT_DIR"))
-    return env
 
 
 class JoinJob:

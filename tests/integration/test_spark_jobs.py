@@ -12,39 +12,12 @@ from kafka import KafkaProducer
 
 from stedi.stack import services
 from tests.records import SAM_TEST, customer, customer_record, risk_record, set_record, zadd_record
-from tests.stack_support import create_topics, produce, read_all
+from tests.stack_support import produce, read_all, submit
 
 pytestmark = pytest.mark.integration
 
 SANTOSH = customer("Santosh Fibonnaci", "Santosh.Fibonnaci@test.com", "1963-01-01")
 DAY_MS = 24 * 3600 * 1000
-
-
-@pytest.fixture
-def topics(stack, unique, tmp_path):
-    """Unique topics and checkpoints for one test, as the jobs' environment."""
-    env = {
-        "STEDI_REDIS_TOPIC": f"redis-server-{unique}",
-        "STEDI_EVENTS_TOPIC": f"stedi-events-{unique}",
-        "KAFKA_RISK_TOPIC": f"customer-risk-{unique}",
-        "STEDI_DEAD_LETTER_TOPIC": f"dead-letter-{unique}",
-        "STEDI_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
-    }
-    create_topics(stack, *(v for k, v in env.items() if k != "STEDI_CHECKPOINT_DIR"))
-    return env
-
-
-def submit(wrapper: str, env: dict) -> str:
-    result = subprocess.run(
-        [str(services.ROOT / wrapper), "--available-now"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **env, "STEDI_SUBMIT": "local"},
-    )
-    first_error = max(0, result.stderr.find("Exception") - 500)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[first_error:][:4000]
-    return result.stdout
 
 
 def produce_at(stack, topic: str, values_and_times: list[tuple[str, int]]) -> None:
