@@ -2,7 +2,7 @@
 
 Reads STEDI_REDIS_TOPIC (default `redis-server`: customers, as the Redis
 source publishes them) and STEDI_EVENTS_TOPIC (default `stedi-events`: risk
-scores from the STEDI app) with one Kafka source, inner-joins them on email and
+scores from the STEDI app), one Kafka source each, inner-joins them on email and
 writes one JSON record per risk score to KAFKA_RISK_TOPIC (default
 `customer-risk`), keyed by email:
 
@@ -337,15 +337,16 @@ def customer_risk_records(joined: DataFrame) -> DataFrame:
     )
 
 
-def pipeline(records: DataFrame, settings: Settings) -> DataFrame:
-    """Kafka records of both topics -> (topic, key, value) rows for one Kafka sink.
+def pipeline(
+    customer_records: DataFrame, event_records: DataFrame, settings: Settings
+) -> DataFrame:
+    """Kafka records of `redis-server` and `stedi-events` -> (topic, key, value) rows.
 
-    The joined records go to the output topic, dead letters of both inputs to
-    the dead-letter topic, from the same read of the source.
+    One Kafka sink: the joined records go to the output topic, the dead
+    letters of both inputs to the dead-letter topic.
     """
-    timed = with_arrival_time(records)
-    members = customer_members(timed.where(F.col("topic") == settings.redis_topic))
-    events = risk_events(timed.where(F.col("topic") == settings.events_topic))
+    members = customer_members(with_arrival_time(customer_records))
+    events = risk_events(with_arrival_time(event_records))
     joined = customer_risk_records(
         join_risk_with_customers(
             unique_customers(members), good_risk_events(events), settings.risk_wait
@@ -367,6 +368,16 @@ STATE_STORES = {
 }
 
 
+# Each input has a watermark on its arrival time, one clock (the batch's time): the
+# latest of the two is the query's watermark, so scores are evicted by their own arrivals
+# even while no customer arrives (the default, the earliest, would wait for one).
+# No micro-batch only to evict state: the next batch with data evicts it.
+QUERY_CONF = {
+    "spark.sql.streaming.multipleWatermarkPolicy": "max",
+    "spark.sql.streaming.noDataMicroBatches.enabled": "false",
+}
+
+
 def build_session(settings: Settings, master: str | None = None) -> SparkSession:
     """Few shuffle partitions (each is a state store instance), UTC, the chosen state store."""
     builder = (
@@ -376,6 +387,8 @@ def build_session(settings: Settings, master: str | None = None) -> SparkSession
         .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
     )
+    for key, value in QUERY_CONF.items():
+        builder = builder.config(key, value)
     if master:
         builder = builder.master(master)
     spark = builder.getOrCreate()
@@ -383,12 +396,16 @@ def build_session(settings: Settings, master: str | None = None) -> SparkSession
     return spark
 
 
-def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
-    """Both input topics as one stream; `startingOffsets` applies to a first start only."""
+def read_kafka(spark: SparkSession, topic: str, settings: Settings) -> DataFrame:
+    """One input topic; `startingOffsets` applies to a first start only.
+
+    One source per topic, not one over both: Spark reads a source once per
+    branch of the plan, and each branch would read, then drop, the other topic.
+    """
     return (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.bootstrap_servers)
-        .option("subscribe", f"{settings.redis_topic},{settings.events_topic}")
+        .option("subscribe", topic)
         .option("startingOffsets", settings.starting_offsets)
         .option("failOnDataLoss", "true")
         .load()
@@ -397,7 +414,11 @@ def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
 
 def start(spark: SparkSession, settings: Settings, available_now: bool) -> StreamingQuery:
     writer = (
-        pipeline(read_kafka(spark, settings), settings)
+        pipeline(
+            read_kafka(spark, settings.redis_topic, settings),
+            read_kafka(spark, settings.events_topic, settings),
+            settings,
+        )
         .writeStream.queryName(QUERY_NAME)
         .format("kafka")
         .outputMode("append")
@@ -413,9 +434,9 @@ def start(spark: SparkSession, settings: Settings, available_now: bool) -> Strea
     return writer.trigger(processingTime=settings.trigger_interval).start()
 
 
-# The plan has four branches over the source (customers, scores and the dead letters of
-# each); Spark reads a Kafka micro-batch once per branch and counts every read as input.
-KAFKA_READS_PER_BATCH = 4
+# Each source feeds two branches of the plan (its good rows and its dead letters); Spark
+# reads a Kafka micro-batch once per branch and counts every read as input.
+KAFKA_READS_PER_BATCH = 2
 
 
 def progress_line(progress: dict) -> str:

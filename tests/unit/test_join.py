@@ -22,22 +22,37 @@ ANN = customer("Ann One", "ann@test.com", "1965-01-01")
 
 
 class StreamingJoin:
-    """The join query over a folder of Kafka-shaped records of both topics."""
+    """The join query over two folders of Kafka-shaped records, one per topic.
+
+    The session gets the script's query settings for the query's life, as
+    `build_session` gives them to the job.
+    """
+
+    TOPICS = ("redis-server", "stedi-events")
 
     def __init__(self, spark, tmp_path, risk_wait="1 hour"):
         self.spark, self.tmp_path = spark, tmp_path
-        self.folder = str(tmp_path / "records")
-        self.offsets = {"redis-server": 0, "stedi-events": 0}
+        self.offsets = dict.fromkeys(self.TOPICS, 0)
         self.settings = join_job.Settings(
             risk_topic="customer-risk", dead_letter_topic="dead-letter", risk_wait=risk_wait
         )
-        self.append("redis-server", [])  # the file source needs a folder with the schema
+        for topic in self.TOPICS:  # the file source needs a folder with the schema
+            self.append(topic, [])
+        self.saved_conf = {key: spark.conf.get(key, None) for key in join_job.QUERY_CONF}
+        for key, value in join_job.QUERY_CONF.items():
+            spark.conf.set(key, value)
         self.start()
 
+    def folder(self, topic):
+        return str(self.tmp_path / "records" / topic)
+
     def start(self):
-        records = self.spark.readStream.schema(KAFKA_SOURCE_SCHEMA).parquet(self.folder)
+        customers, events = (
+            self.spark.readStream.schema(KAFKA_SOURCE_SCHEMA).parquet(self.folder(topic))
+            for topic in self.TOPICS
+        )
         self.query = (
-            join_job.pipeline(records, self.settings)
+            join_job.pipeline(customers, events, self.settings)
             .writeStream.format("memory")
             .queryName("join_output")
             .outputMode("append")
@@ -49,7 +64,7 @@ class StreamingJoin:
         rows = kafka_rows(topic, values, datetime(2026, 1, 1), self.offsets[topic])
         self.offsets[topic] += len(values)
         frame = self.spark.createDataFrame(rows, KAFKA_SOURCE_SCHEMA)
-        frame.write.mode("append").parquet(self.folder)
+        frame.write.mode("append").parquet(self.folder(topic))
 
     def run(self):
         self.query.processAllAvailable()
@@ -71,6 +86,11 @@ class StreamingJoin:
 
     def stop(self):
         self.query.stop()
+        for key, value in self.saved_conf.items():
+            if value is None:
+                self.spark.conf.unset(key)
+            else:
+                self.spark.conf.set(key, value)
 
 
 @pytest.fixture
