@@ -93,5 +93,5 @@ clean: down ## stop the stack and delete its data and the checkpoints
 run: install ## run the whole pipeline in the foreground (Ctrl-C stops what it started)
 	@$(PY) -m stedi.stack run
 
-bench: install ## the join vs the course approach and Kafka: table + build/bench/results.json (BENCH_EVENTS=200000)
+bench: install ## the join vs the course approach and Kafka, the Spark risk scores: table + build/bench/results.json
 	@$(PY) -m bench.run
