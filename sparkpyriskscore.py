@@ -589,6 +589,10 @@ def pipeline(records: DataFrame, settings: Settings) -> DataFrame:
             (F.col("topic") == settings.quality_topic)
             & (F.get_json_object("value", "$.agree") == "true")
         ).alias("agreeing"),
+        F.count_if(
+            (F.col("topic") == settings.quality_topic)
+            & F.get_json_object("value", "$.appScore").isNull()
+        ).alias("unmatched"),
         F.count_if(F.col("topic") == settings.dead_letter_topic).alias("dead_letters"),
     )
 
@@ -646,15 +650,17 @@ def start(spark: SparkSession, settings: Settings, available_now: bool) -> Strea
 
 @dataclass
 class Agreement:
-    """Checks and agreeing checks since this run started, for the progress line."""
+    """Checks, agreeing checks and checks without the app's score since this run started."""
 
     checks: int = 0
     agreeing: int = 0
+    unmatched: int = 0
 
 
 def progress_line(progress: dict, agreement: Agreement) -> str:
     """`[<query>] batch <id>: <n> rows in, <r> rows/s, <ms> ms, <s> state rows, <d> dead
-    letters, <k> scores, agreement <p>% of <m>` (agreement since this run started).
+    letters, <k> scores, agreement <p>% of <m>, <u> without an app score` (since this
+    run started; a score the app never published counts as not agreeing, and as <u>).
     """
     rate = progress.get("processedRowsPerSecond") or 0.0
     duration = (progress.get("durationMs") or {}).get("triggerExecution", 0)
@@ -662,16 +668,18 @@ def progress_line(progress: dict, agreement: Agreement) -> str:
     observed = (progress.get("observedMetrics") or {}).get("risk_score")
     counts = {
         name: (0 if observed is None else int(observed[name] or 0))
-        for name in ("scores", "checks", "agreeing", "dead_letters")
+        for name in ("scores", "checks", "agreeing", "unmatched", "dead_letters")
     }
     agreement.checks += counts["checks"]
     agreement.agreeing += counts["agreeing"]
+    agreement.unmatched += counts["unmatched"]
     percent = 100.0 * agreement.agreeing / agreement.checks if agreement.checks else 0.0
     return (
         f"[{progress.get('name')}] batch {progress.get('batchId')}: "
         f"{progress.get('numInputRows', 0)} rows in, {rate:.1f} rows/s, {duration} ms, "
         f"{state_rows} state rows, {counts['dead_letters']} dead letters, "
-        f"{counts['scores']} scores, agreement {percent:.1f}% of {agreement.checks}"
+        f"{counts['scores']} scores, agreement {percent:.1f}% of {agreement.checks}, "
+        f"{agreement.unmatched} without an app score"
     )
 
 

@@ -322,7 +322,9 @@ def test_progress_line_reports_scores_and_agreement(batches):
     # AGREE twice, DISAGREE once, and BUSY's scores the app never published, pushed out
     unmatched = 1000 - 3 - job.PENDING_LIMIT
     checks = 3 + unmatched
-    assert lines[-1].endswith(f"agreement {100 * 2 / checks:.1f}% of {checks}")
+    assert lines[-1].endswith(
+        f"agreement {100 * 2 / checks:.1f}% of {checks}, {unmatched} without an app score"
+    )
 
 
 def test_scores_the_app_never_published_are_checked_without_its_value(batches):
