@@ -6,18 +6,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stedi.config import env_int
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip() or str(default)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SystemExit(f"{name}={raw!r} is not an integer") from None
-    if value <= 0:
-        raise SystemExit(f"{name}={raw!r} must be above zero")
-    return value
+    return env_int(name, default, positive=True)
 
 
 @dataclass(frozen=True)

@@ -16,23 +16,25 @@ def _env(name: str, default: str) -> str:
     return value or default
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_number(name, default, parse, kind: str, positive: bool):
     raw = _env(name, str(default))
     try:
-        return int(raw)
+        value = parse(raw)
     except ValueError:
-        raise SystemExit(f"{name}={raw!r} is not an integer") from None
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = _env(name, str(default))
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SystemExit(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
+        raise SystemExit(f"{name}={raw!r} is not {kind}") from None
+    if positive and value <= 0:
         raise SystemExit(f"{name}={raw!r} must be above zero")
     return value
+
+
+def env_int(name: str, default: int, positive: bool = False) -> int:
+    """An integer setting; a clear exit (not a traceback) when it is not one."""
+    return _env_number(name, default, int, "an integer", positive)
+
+
+def env_float(name: str, default: float) -> float:
+    """A number above zero; a clear exit when it is not one."""
+    return _env_number(name, default, float, "a number", positive=True)
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,10 @@ class Settings:
     )
     # The local stack's KRaft controller listener (`make up` only; compose has its own).
     kafka_controller_port: int = field(
-        default_factory=lambda: _env_int("STEDI_KAFKA_CONTROLLER_PORT", 9093)
+        default_factory=lambda: env_int("STEDI_KAFKA_CONTROLLER_PORT", 9093)
     )
     redis_host: str = field(default_factory=lambda: _env("REDIS_HOST", "localhost"))
-    redis_port: int = field(default_factory=lambda: _env_int("REDIS_PORT", 6379))
+    redis_port: int = field(default_factory=lambda: env_int("REDIS_PORT", 6379))
     redis_password: str | None = field(
         default_factory=lambda: _env("REDIS_PASSWORD", "") or None, repr=False
     )
@@ -68,16 +70,14 @@ class Settings:
         default_factory=lambda: _env("STEDI_DEAD_LETTER_TOPIC", "stedi-dead-letter")
     )
     # The STEDI app.
-    app_port: int = field(default_factory=lambda: _env_int("STEDI_APP_PORT", 4567))
+    app_port: int = field(default_factory=lambda: env_int("STEDI_APP_PORT", 4567))
     # Loopback only, except in a container, whose port Docker publishes on the host's loopback.
     app_host: str = field(default_factory=lambda: _env("STEDI_APP_HOST", "127.0.0.1"))
     simulate: bool = field(default_factory=lambda: _env("STEDI_SIMULATE", "0") == "1")
-    sim_speed: float = field(default_factory=lambda: _env_float("STEDI_SIM_SPEED", 1.0))
-    session_seconds: int = field(
-        default_factory=lambda: _env_int("STEDI_SESSION_SECONDS", 8 * 3600)
-    )
+    sim_speed: float = field(default_factory=lambda: env_float("STEDI_SIM_SPEED", 1.0))
+    session_seconds: int = field(default_factory=lambda: env_int("STEDI_SESSION_SECONDS", 8 * 3600))
     # Points a live graph may fall behind before the app ends its stream (the browser reconnects).
-    stream_buffer: int = field(default_factory=lambda: _env_int("STEDI_STREAM_BUFFER", 1000))
+    stream_buffer: int = field(default_factory=lambda: env_int("STEDI_STREAM_BUFFER", 1000))
     # Signs session cookies; empty means a random key per start (sessions end on restart).
     secret_key: str = field(default_factory=lambda: _env("STEDI_SECRET_KEY", ""), repr=False)
     admin_user: str | None = field(default_factory=lambda: _env("STEDI_ADMIN_USER", "") or None)
@@ -93,5 +93,5 @@ class Settings:
     # How long the Redis source's producer tries to deliver a record before it reports a
     # failure; the source then goes back to its last confirmed position and retries.
     redis_source_delivery_timeout_ms: int = field(
-        default_factory=lambda: _env_int("STEDI_REDIS_SOURCE_DELIVERY_TIMEOUT_MS", 120000)
+        default_factory=lambda: env_int("STEDI_REDIS_SOURCE_DELIVERY_TIMEOUT_MS", 120000)
     )
