@@ -63,7 +63,6 @@ from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 from pyspark.sql.types import (
     ArrayType,
-    BinaryType,
     BooleanType,
     DoubleType,
     IntegerType,
@@ -132,17 +131,6 @@ class Settings:
 
 
 # --- wire formats (STEDI-SPEC.md), never inferred -------------------------------------------
-# The columns of Spark's Kafka source this job reads (tests build input with it).
-KAFKA_SOURCE_SCHEMA = StructType(
-    [
-        StructField("key", BinaryType()),
-        StructField("value", BinaryType()),
-        StructField("topic", StringType()),
-        StructField("partition", IntegerType()),
-        StructField("offset", LongType()),
-        StructField("timestamp", TimestampType()),
-    ]
-)
 # A record of `redis-server`. Real ZADDs carry the member array twice (`zSetEntries` and
 # `zsetEntries`); only the first is declared, since names differing in case alone are
 # ambiguous in Spark. SET records carry `value` instead of an array.

@@ -19,7 +19,13 @@ import pytest
 import sparkpyriskscore as job
 from stedi.app.quality import QualityCounts
 from stedi.app.risk import StepTest, iso_millis, risk_score
-from tests.records import customer, step_test_json, step_test_record, zadd_record
+from tests.records import (
+    KAFKA_SOURCE_SCHEMA,
+    customer,
+    step_test_json,
+    step_test_record,
+    zadd_record,
+)
 
 # The Python workers of applyInPandasWithState need this venv's pandas and pyarrow.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -55,15 +61,13 @@ class Stream:
             rows.append((None, value.encode(), topic, 0, self.offsets[topic], datetime(2026, 1, 1)))
             self.offsets[topic] += 1
         stage = self.tmp / f"stage-{self.batches}"
-        self.spark.createDataFrame(rows, job.KAFKA_SOURCE_SCHEMA).coalesce(1).write.parquet(
-            str(stage)
-        )
+        self.spark.createDataFrame(rows, KAFKA_SOURCE_SCHEMA).coalesce(1).write.parquet(str(stage))
         inbox = self.tmp / "in"
         inbox.mkdir(exist_ok=True)
         [part] = stage.glob("part-*.parquet")
         part.rename(inbox / f"batch-{self.batches:04d}.parquet")  # one new file per batch
         self.batches += 1
-        source = self.spark.readStream.schema(job.KAFKA_SOURCE_SCHEMA).parquet(str(inbox))
+        source = self.spark.readStream.schema(KAFKA_SOURCE_SCHEMA).parquet(str(inbox))
         out: list = []
         query = (
             job.pipeline(source, self.settings)
