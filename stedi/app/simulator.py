@@ -85,6 +85,7 @@ class Simulator:
         self.store, self.publish, self.speed, self.owner = store, publish, speed, owner
         self.rng = random.Random(seed)
         self.task: asyncio.Task | None = None
+        self.in_flight: asyncio.Task | None = None  # the test being written, shielded from stop
         self.tests_run = 0
         self.error: str | None = None
         self.sleep: Callable[[float], Awaitable] = asyncio.sleep
@@ -116,6 +117,10 @@ class Simulator:
                     await self.task
                 except asyncio.CancelledError:
                     pass
+                if self.in_flight is not None:
+                    # The cancel leaves a test's write running: wait for it, so its score
+                    # reaches the publisher before the app flushes the publisher and exits.
+                    await asyncio.wait([self.in_flight])
                 log.info("simulation off for %s after %d tests", self.owner, self.tests_run)
             self.task = None
 
@@ -136,7 +141,8 @@ class Simulator:
                 try:
                     # A stop waits for no test, but never cuts one in half (stored in Redis,
                     # missing from the customer's history).
-                    await asyncio.shield(self._one_test(customer, previous))
+                    self.in_flight = asyncio.ensure_future(self._one_test(customer, previous))
+                    await asyncio.shield(self.in_flight)
                     self.error = None
                 except RedisError as exc:  # Redis down: try the next one later
                     self.error = f"simulator: {exc}"

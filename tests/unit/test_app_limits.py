@@ -13,6 +13,7 @@ from stedi.app import store as store_module
 from stedi.app import validation
 from stedi.app.kafka_io import RiskFeed
 from stedi.app.limits import LoginLimiter
+from stedi.app.risk import Risk
 from stedi.app.simulator import (
     CUSTOMERS_PER_ACTIVATION,
     FIRST_NAMES,
@@ -228,18 +229,23 @@ class SlowStore:
         self.writing.set()
         await asyncio.sleep(0.05)
         self.written.append(customer["email"])
-        return {}, None
+        return {}, Risk(score=1.5, risk_date_ms=1_796_000_000_000)
 
 
-def test_stopping_the_simulator_never_cuts_a_test_write_in_half():
+def test_stopping_the_simulator_returns_after_the_test_in_progress_is_stored_and_published():
+    # The app flushes its publisher right after the stop: a score published later was lost
+    # while its test stayed in Redis (Spark then computed a score the app never sent).
+    published = []
+
     async def scenario():
         store = SlowStore()
-        simulator = Simulator(store, lambda email, score: None, speed=1000, owner="o@test.com")
+        simulator = Simulator(store, lambda email, risk: published.append(email), speed=1000)
         await simulator.activate()
         await store.writing.wait()
         await simulator.stop()
         assert not simulator.running
-        await asyncio.sleep(0.1)
-        return store.written
+        return list(store.written), list(published)
 
-    assert len(asyncio.run(scenario())) == 1
+    written, published_at_stop = asyncio.run(scenario())
+    assert len(written) == 1
+    assert published_at_stop == written
