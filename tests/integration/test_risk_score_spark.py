@@ -33,9 +33,23 @@ def end_offset(settings, topic: str) -> int:
         consumer.close()
 
 
+def wait_until_quiet(settings, topic: str, quiet_s: float = 3.0, timeout: float = 60.0) -> None:
+    """Returns once the topic's end offset has not moved for `quiet_s`."""
+    deadline, last, since = time.monotonic() + timeout, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        offset = end_offset(settings, topic)
+        if offset != last:
+            last, since = offset, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{topic} still grows after {timeout} s")
+
+
 @pytest.fixture(scope="module")
 def simulated_run(stack, tmp_path_factory):
-    """The app's scores of one simulator run at 30x, and the topics the jobs use."""
+    """The app's scores of one simulator run at 30x, the topics the jobs use, and the
+    starting offsets of the score job (the stack's `redis-server` from the run's start)."""
     unique, tmp_path = uuid.uuid4().hex[:10], tmp_path_factory.mktemp("risk-score")
     topics = {
         "STEDI_EVENTS_TOPIC": f"stedi-events-{unique}",
@@ -59,7 +73,7 @@ def simulated_run(stack, tmp_path_factory):
         reader.close()
     assert len(records) >= MIN_SCORES + 20, (tmp_path / "app.log").read_text()[-3000:]
     # every test the app stored has reached `redis-server` before Spark reads it
-    time.sleep(5)
+    wait_until_quiet(stack, stack.redis_topic)
     app_scores = read_all(stack, topics["STEDI_EVENTS_TOPIC"], len(records) + 1000, timeout=10)
     offsets = {stack.redis_topic: {"0": redis_start}, topics["STEDI_EVENTS_TOPIC"]: {"0": -2}}
     jobs_env = {
@@ -68,11 +82,12 @@ def simulated_run(stack, tmp_path_factory):
         "STEDI_STARTING_OFFSETS": json.dumps(offsets),
     }
     output = submit("submit-score.sh", jobs_env)
-    return topics, [json.loads(r.value) for r in app_scores], output, tmp_path
+    scores = [json.loads(r.value) for r in app_scores]
+    return topics, scores, output, tmp_path, jobs_env["STEDI_STARTING_OFFSETS"]
 
 
 def test_spark_scores_agree_with_every_app_score(stack, simulated_run):
-    topics, app_scores, output, _ = simulated_run
+    topics, app_scores, output, _, _ = simulated_run
     spark_scores = [
         json.loads(r.value)
         for r in read_all(stack, topics["STEDI_SPARK_RISK_TOPIC"], len(app_scores), timeout=30)
@@ -95,7 +110,7 @@ def test_spark_scores_agree_with_every_app_score(stack, simulated_run):
 
 
 def test_the_join_fed_from_spark_scores_writes_the_same_records(stack, unique, simulated_run):
-    topics, app_scores, _, tmp_path = simulated_run
+    topics, app_scores, _, tmp_path, offsets = simulated_run
     outputs = {}
     for source in ("STEDI_EVENTS_TOPIC", "STEDI_SPARK_RISK_TOPIC"):
         name = source.lower().replace("_", "-")
@@ -108,7 +123,9 @@ def test_the_join_fed_from_spark_scores_writes_the_same_records(stack, unique, s
                 "KAFKA_RISK_TOPIC": risk_topic,
                 "STEDI_DEAD_LETTER_TOPIC": topics["STEDI_DEAD_LETTER_TOPIC"],
                 "STEDI_CHECKPOINT_DIR": str(tmp_path / f"join-{name}"),
-                "STEDI_STARTING_OFFSETS": "earliest",
+                # Names `redis-server` and the events topic, not the Spark scores' topic:
+                # each of the join's two sources takes its own part, or earliest.
+                "STEDI_STARTING_OFFSETS": offsets,
             },
         )
         records = read_all(stack, risk_topic, len(app_scores), timeout=30)
@@ -120,7 +137,7 @@ def test_the_join_fed_from_spark_scores_writes_the_same_records(stack, unique, s
 def test_the_graph_page_says_how_many_scores_were_checked_and_agreed(
     stack, simulated_run, tmp_path
 ):
-    topics, app_scores, _, _ = simulated_run
+    topics, app_scores, _, _, _ = simulated_run
     env = {"STEDI_RISK_QUALITY_TOPIC": topics["STEDI_RISK_QUALITY_TOPIC"]}
     app = AppServer(env, tmp_path / "app.log")
     try:
