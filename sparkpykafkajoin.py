@@ -38,6 +38,7 @@ In this repository the wrapper adds the connector and the master:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -396,6 +397,26 @@ def build_session(settings: Settings, master: str | None = None) -> SparkSession
     return spark
 
 
+def starting_offsets_for(topic: str, starting_offsets: str) -> str:
+    """STEDI_STARTING_OFFSETS for the source of `topic`.
+
+    `earliest` and `latest` apply to every source. A JSON spec such as
+    {"redis-server":{"0":42},"stedi-events":{"0":-2}} may name several topics,
+    but Spark refuses a spec that names any partition but the source's own: each
+    source gets its topic's part, and a topic the spec does not name starts at
+    the earliest offset.
+    """
+    if not starting_offsets.startswith("{"):
+        return starting_offsets
+    try:
+        spec = json.loads(starting_offsets)
+    except ValueError as exc:
+        raise SystemExit(f"STEDI_STARTING_OFFSETS is not valid JSON: {exc}") from None
+    if not isinstance(spec, dict):
+        raise SystemExit("STEDI_STARTING_OFFSETS must be earliest, latest or a JSON object")
+    return json.dumps({topic: spec[topic]}) if topic in spec else "earliest"
+
+
 def read_kafka(spark: SparkSession, topic: str, settings: Settings) -> DataFrame:
     """One input topic; `startingOffsets` applies to a first start only.
 
@@ -406,7 +427,7 @@ def read_kafka(spark: SparkSession, topic: str, settings: Settings) -> DataFrame
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.bootstrap_servers)
         .option("subscribe", topic)
-        .option("startingOffsets", settings.starting_offsets)
+        .option("startingOffsets", starting_offsets_for(topic, settings.starting_offsets))
         .option("failOnDataLoss", "true")
         .load()
     )

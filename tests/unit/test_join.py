@@ -244,3 +244,17 @@ def test_progress_line_keeps_the_benchmark_format_and_appends_dead_letters():
         "[customer-risk-join] batch 7: 40 rows in, 123.5 rows/s, 321 ms, 8 state rows, "
         "2 dead letters"
     )
+
+
+def test_starting_offsets_give_each_source_its_own_topic_and_earliest_for_a_topic_not_named():
+    spec = json.dumps({"redis-server": {"0": 42}, "stedi-events": {"0": -2, "1": 7}})
+    assert json.loads(join_job.starting_offsets_for("redis-server", spec)) == {
+        "redis-server": {"0": 42}
+    }
+    assert json.loads(join_job.starting_offsets_for("stedi-events", spec)) == {
+        "stedi-events": {"0": -2, "1": 7}
+    }
+    assert join_job.starting_offsets_for("customer-risk", spec) == "earliest"
+    assert join_job.starting_offsets_for("stedi-events", "latest") == "latest"
+    with pytest.raises(SystemExit, match="not valid JSON"):
+        join_job.starting_offsets_for("stedi-events", "{redis-server: 1}")
