@@ -557,14 +557,14 @@ def dead_letters(rows: DataFrame) -> DataFrame:
     )
 
 
-def pipeline(records: DataFrame, settings: Settings) -> DataFrame:
-    """Kafka records of both topics -> (topic, key, value) rows for one Kafka sink.
+def pipeline(test_records: DataFrame, event_records: DataFrame, settings: Settings) -> DataFrame:
+    """Kafka records of `redis-server` and `stedi-events` -> (topic, key, value) rows for
+    one Kafka sink.
 
     Observed per batch as `risk_score`: scores, checks, agreeing checks, dead letters.
     """
-    timed = records.withColumn("arrival", F.current_timestamp())
-    tests = step_test_members(timed.where(F.col("topic") == settings.redis_topic))
-    app = app_scores(timed.where(F.col("topic") == settings.events_topic))
+    tests = step_test_members(test_records.withColumn("arrival", F.current_timestamp()))
+    app = app_scores(event_records.withColumn("arrival", F.current_timestamp()))
     rows = with_scores(scored(score_input(tests, app), duration_ms(settings.state_ttl)))
     out = score_records(rows, settings.spark_risk_topic, settings.quality_topic).unionByName(
         dead_letters(tests).withColumn("topic", F.lit(settings.dead_letter_topic))
@@ -608,13 +608,37 @@ def build_session(settings: Settings, master: str | None = None) -> SparkSession
     return spark
 
 
-def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
-    """Both input topics as one stream; `startingOffsets` applies to a first start only."""
+def starting_offsets_for(topic: str, starting_offsets: str) -> str:
+    """STEDI_STARTING_OFFSETS for the source of `topic`.
+
+    `earliest` and `latest` apply to every source. A JSON spec such as
+    {"redis-server":{"0":42},"stedi-events":{"0":-2}} may name several topics,
+    but Spark refuses a spec that names any partition but the source's own: each
+    source gets its topic's part, and a topic the spec does not name starts at
+    the earliest offset.
+    """
+    if not starting_offsets.startswith("{"):
+        return starting_offsets
+    try:
+        spec = json.loads(starting_offsets)
+    except ValueError as exc:
+        raise SystemExit(f"STEDI_STARTING_OFFSETS is not valid JSON: {exc}") from None
+    if not isinstance(spec, dict):
+        raise SystemExit("STEDI_STARTING_OFFSETS must be earliest, latest or a JSON object")
+    return json.dumps({topic: spec[topic]}) if topic in spec else "earliest"
+
+
+def read_kafka(spark: SparkSession, topic: str, settings: Settings) -> DataFrame:
+    """One input topic; `startingOffsets` applies to a first start only.
+
+    One source per topic, not one over both: Spark reads a source once per
+    branch of the plan, and each branch would read, then drop, the other topic.
+    """
     return (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.bootstrap_servers)
-        .option("subscribe", f"{settings.redis_topic},{settings.events_topic}")
-        .option("startingOffsets", settings.starting_offsets)
+        .option("subscribe", topic)
+        .option("startingOffsets", starting_offsets_for(topic, settings.starting_offsets))
         .option("failOnDataLoss", "true")
         .load()
     )
@@ -622,7 +646,11 @@ def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
 
 def start(spark: SparkSession, settings: Settings, available_now: bool) -> StreamingQuery:
     writer = (
-        pipeline(read_kafka(spark, settings), settings)
+        pipeline(
+            read_kafka(spark, settings.redis_topic, settings),
+            read_kafka(spark, settings.events_topic, settings),
+            settings,
+        )
         .writeStream.queryName(QUERY_NAME)
         .format("kafka")
         .outputMode("append")

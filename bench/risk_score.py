@@ -73,8 +73,8 @@ def run_risk_score(settings: Settings, topics: Topics, bench: BenchSettings) -> 
 
 def check(result: dict) -> None:
     """Every implied score written once and agreeing with the app's; one state row per
-    customer. (`input_rows` is not checked: Spark counts every scan of the source, and the
-    job's plan reads it once per branch.)
+    customer. (`input_rows` is not checked: Spark counts every read of a source, and the
+    job's plan reads the tests' topic twice.)
     """
     expected = result["expected_scores"]
     wrong = {

@@ -56,21 +56,28 @@ class Stream:
 
     def run(self, values: list[tuple[str, str]]) -> list[tuple[str, str, dict]]:
         """One micro-batch of (topic, value) -> the records it produced, value parsed."""
-        rows = []
+        rows: dict[str, list] = {topic: [] for topic in self.offsets}
         for topic, value in values:
-            rows.append((None, value.encode(), topic, 0, self.offsets[topic], datetime(2026, 1, 1)))
+            offset = self.offsets[topic]
+            rows[topic].append((None, value.encode(), topic, 0, offset, datetime(2026, 1, 1)))
             self.offsets[topic] += 1
-        stage = self.tmp / f"stage-{self.batches}"
-        self.spark.createDataFrame(rows, KAFKA_SOURCE_SCHEMA).coalesce(1).write.parquet(str(stage))
-        inbox = self.tmp / "in"
-        inbox.mkdir(exist_ok=True)
-        [part] = stage.glob("part-*.parquet")
-        part.rename(inbox / f"batch-{self.batches:04d}.parquet")  # one new file per batch
+        for topic, topic_rows in rows.items():  # one folder per topic, as one source each
+            inbox = self.tmp / "in" / topic
+            inbox.mkdir(parents=True, exist_ok=True)
+            if topic_rows:
+                stage = self.tmp / f"stage-{self.batches}-{topic}"
+                frame = self.spark.createDataFrame(topic_rows, KAFKA_SOURCE_SCHEMA)
+                frame.coalesce(1).write.parquet(str(stage))
+                [part] = stage.glob("part-*.parquet")
+                part.rename(inbox / f"batch-{self.batches:04d}.parquet")  # one new file per batch
         self.batches += 1
-        source = self.spark.readStream.schema(KAFKA_SOURCE_SCHEMA).parquet(str(inbox))
+        tests, events = (
+            self.spark.readStream.schema(KAFKA_SOURCE_SCHEMA).parquet(str(self.tmp / "in" / topic))
+            for topic in (SETTINGS.redis_topic, SETTINGS.events_topic)
+        )
         out: list = []
         query = (
-            job.pipeline(source, self.settings)
+            job.pipeline(tests, events, self.settings)
             .writeStream.foreachBatch(lambda frame, _: out.extend(frame.collect()))
             .option("checkpointLocation", self.settings.checkpoint_dir)
             .trigger(availableNow=True)

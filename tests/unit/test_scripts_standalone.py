@@ -60,14 +60,20 @@ def top_level_definitions(path) -> dict[str, str]:
 # Each script carries its own copy (they stand alone); these copies must stay one text.
 # sparkpyriskscore.py's run loop is its own (it also sums the agreement), so it is not here.
 COPIES = {
-    (REDIS, EVENTS, JOIN, SCORE): ["_env", "_text", "_is_email", "EMAIL_PATTERN"],
+    (REDIS, EVENTS, JOIN, SCORE): [
+        "_env",
+        "_text",
+        "_is_email",
+        "EMAIL_PATTERN",
+        "starting_offsets_for",
+    ],
     (REDIS, EVENTS, JOIN): ["_is_json_object", "run"],
     (REDIS, JOIN, SCORE): ["REDIS_RECORD_SCHEMA", "ZSET_ENTRY_SCHEMA"],
     (EVENTS, JOIN, SCORE): ["RISK_EVENT_SCHEMA"],
     (REDIS, JOIN): ["CUSTOMER_KEY", "CUSTOMER_SCHEMA", "_base64_text", "customer_members"],
     (EVENTS, JOIN): ["ISO_INSTANT_PATTERN", "_is_finite", "risk_events"],
     (REDIS, EVENTS): ["build_session", "read_kafka", "progress_line", "start", "main"],
-    (JOIN, SCORE): ["STATE_STORES", "DEAD_LETTER_VALUE_BYTES"],
+    (JOIN, SCORE): ["STATE_STORES", "DEAD_LETTER_VALUE_BYTES", "read_kafka"],
 }
 COPIED = [(scripts, name) for scripts, names in COPIES.items() for name in names]
 
