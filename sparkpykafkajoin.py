@@ -404,7 +404,7 @@ def starting_offsets_for(topic: str, starting_offsets: str) -> str:
     {"redis-server":{"0":42},"stedi-events":{"0":-2}} may name several topics,
     but Spark refuses a spec that names any partition but the source's own: each
     source gets its topic's part, and a topic the spec does not name starts at
-    the earliest offset.
+    the earliest offset (said on stderr: topic names are case-sensitive).
     """
     if not starting_offsets.startswith("{"):
         return starting_offsets
@@ -412,9 +412,20 @@ def starting_offsets_for(topic: str, starting_offsets: str) -> str:
         spec = json.loads(starting_offsets)
     except ValueError as exc:
         raise SystemExit(f"STEDI_STARTING_OFFSETS is not valid JSON: {exc}") from None
-    if not isinstance(spec, dict):
-        raise SystemExit("STEDI_STARTING_OFFSETS must be earliest, latest or a JSON object")
-    return json.dumps({topic: spec[topic]}) if topic in spec else "earliest"
+    if not all(
+        isinstance(offsets, dict)
+        and offsets
+        and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets.values())
+        for offsets in spec.values()
+    ):
+        raise SystemExit(
+            'STEDI_STARTING_OFFSETS must map each topic to {"<partition>": <offset>, ...}'
+        )
+    partitions = spec.get(topic)  # (text that starts with "{" and parses is an object)
+    if partitions is None:
+        print(f"STEDI_STARTING_OFFSETS names no offsets of {topic}: earliest", file=sys.stderr)
+        return "earliest"
+    return json.dumps({topic: partitions})
 
 
 def read_kafka(spark: SparkSession, topic: str, settings: Settings) -> DataFrame:

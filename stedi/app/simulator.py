@@ -113,16 +113,24 @@ class Simulator:
         async with self.switching:
             if self.running:
                 self.task.cancel()
-                try:
-                    await self.task
-                except asyncio.CancelledError:
-                    pass
-                if self.in_flight is not None:
-                    # The cancel leaves a test's write running: wait for it, so its score
-                    # reaches the publisher before the app flushes the publisher and exits.
-                    await asyncio.wait([self.in_flight])
+                # wait() leaves the task's CancelledError in the task: a cancel of this
+                # stop itself still ends it (awaiting the task would swallow that too).
+                await asyncio.wait([self.task])
                 log.info("simulation off for %s after %d tests", self.owner, self.tests_run)
             self.task = None
+            await self._finish_in_flight()
+
+    async def _finish_in_flight(self) -> None:
+        """Waits for the test write a cancel left running, so its score reaches the
+        publisher before the app flushes the publisher and exits; reports its failure."""
+        in_flight = self.in_flight
+        if in_flight is None:
+            return
+        await asyncio.wait([in_flight])  # also when a cancelled stop() left it running
+        self.in_flight = None
+        if not in_flight.cancelled() and (exc := in_flight.exception()) is not None:
+            self.error = f"simulator: {exc}"
+            log.warning("the last test before the stop failed: %s", exc)
 
     async def _run(self) -> None:
         await self._test(await self._create_customers())

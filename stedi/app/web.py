@@ -440,8 +440,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings.kafka_bootstrap_servers,
         )
         yield
-        await simulations.stop_all()
+        # First, so it cannot start a simulation while the others stop.
         prepare_task.cancel()
+        await asyncio.wait([prepare_task])
+        await simulations.stop_all()
         publisher_task.cancel()
         feed.close()
         quality.close()

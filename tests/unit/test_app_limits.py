@@ -8,6 +8,7 @@ from datetime import date
 from types import SimpleNamespace
 
 import pytest
+from redis.exceptions import RedisError
 
 from stedi.app import store as store_module
 from stedi.app import validation
@@ -249,3 +250,59 @@ def test_stopping_the_simulator_returns_after_the_test_in_progress_is_stored_and
     written, published_at_stop = asyncio.run(scenario())
     assert len(written) == 1
     assert published_at_stop == written
+
+
+class FailingStore(SlowStore):
+    async def add_test(self, customer, start, stop):
+        self.writing.set()
+        await asyncio.sleep(0.05)
+        raise RedisError("Connection reset by peer")
+
+
+def test_a_test_write_failing_during_the_stop_is_reported_not_lost_silently():
+    async def scenario():
+        store = FailingStore()
+        simulator = Simulator(store, lambda email, risk: None, speed=1000)
+        await simulator.activate()
+        await store.writing.wait()
+        await simulator.stop()
+        return simulator.error, simulator.in_flight
+
+    error, in_flight = asyncio.run(scenario())
+    assert error == "simulator: Connection reset by peer" and in_flight is None
+
+
+class GatedStore(SlowStore):
+    """A test write that ends only once `release` is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def add_test(self, customer, start, stop):
+        self.writing.set()
+        await self.release.wait()
+        self.written.append(customer["email"])
+        return {}, Risk(score=1.5, risk_date_ms=1_796_000_000_000)
+
+
+def test_a_second_stop_waits_for_the_write_a_cancelled_first_stop_left_running():
+    published = []
+
+    async def scenario():
+        store = GatedStore()
+        simulator = Simulator(store, lambda email, risk: published.append(email), speed=1000)
+        await simulator.activate()
+        await store.writing.wait()
+        first = asyncio.create_task(simulator.stop())
+        while simulator.running:  # the first stop ends the simulation, then waits for the write
+            await asyncio.sleep(0)
+        first.cancel()
+        await asyncio.wait([first])
+        second = asyncio.create_task(simulator.stop())
+        store.release.set()
+        await second
+        return list(store.written), list(published)
+
+    written, published_at_stop = asyncio.run(scenario())
+    assert written == published_at_stop and len(written) == 1

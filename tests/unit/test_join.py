@@ -246,7 +246,9 @@ def test_progress_line_keeps_the_benchmark_format_and_appends_dead_letters():
     )
 
 
-def test_starting_offsets_give_each_source_its_own_topic_and_earliest_for_a_topic_not_named():
+def test_starting_offsets_give_each_source_its_own_topic_and_earliest_for_a_topic_not_named(
+    capsys,
+):
     spec = json.dumps({"redis-server": {"0": 42}, "stedi-events": {"0": -2, "1": 7}})
     assert json.loads(join_job.starting_offsets_for("redis-server", spec)) == {
         "redis-server": {"0": 42}
@@ -255,6 +257,10 @@ def test_starting_offsets_give_each_source_its_own_topic_and_earliest_for_a_topi
         "stedi-events": {"0": -2, "1": 7}
     }
     assert join_job.starting_offsets_for("customer-risk", spec) == "earliest"
+    assert "names no offsets of customer-risk" in capsys.readouterr().err
     assert join_job.starting_offsets_for("stedi-events", "latest") == "latest"
     with pytest.raises(SystemExit, match="not valid JSON"):
         join_job.starting_offsets_for("stedi-events", "{redis-server: 1}")
+    for wrong in ('{"redis-server": 42}', '{"redis-server": {}}', '{"redis-server": {"0": "x"}}'):
+        with pytest.raises(SystemExit, match="must map each topic"):
+            join_job.starting_offsets_for("redis-server", wrong)
