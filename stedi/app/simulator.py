@@ -147,8 +147,8 @@ class Simulator:
             for customer in customers:
                 await self.sleep(SECONDS_PER_TEST / self.speed)
                 try:
-                    # A stop waits for no test, but never cuts one in half (stored in Redis,
-                    # missing from the customer's history).
+                    # A stop never cuts a test in half (stored in Redis, its score not
+                    # published): the write runs on, and stop() waits for it.
                     self.in_flight = asyncio.ensure_future(self._one_test(customer, previous))
                     await asyncio.shield(self.in_flight)
                     self.error = None
