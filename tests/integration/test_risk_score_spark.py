@@ -36,6 +36,12 @@ def end_offset(settings, topic: str) -> int:
         consumer.close()
 
 
+def values_of(settings, topic: str) -> list:
+    """Every record a topic holds now, values parsed."""
+    records = read_all(settings, topic, end_offset(settings, topic), timeout=60)
+    return [json.loads(r.value) for r in records]
+
+
 def wait_until_quiet(settings, topic: str, quiet_s: float = 3.0, timeout: float = 60.0) -> None:
     """Returns once the topic's end offset has not moved for `quiet_s`."""
     deadline, last, since = time.monotonic() + timeout, -1, time.monotonic()
@@ -102,16 +108,9 @@ def simulated_run(stack, tmp_path_factory):
     assert len(checks) >= MIN_SCORES + 20, log_path.read_text()[-3000:]
     # every test the app stored has reached `redis-server` before Spark catches up
     wait_until_quiet(stack, stack.redis_topic)
-    app_scores = read_all(stack, topics["STEDI_EVENTS_TOPIC"], 10**6, timeout=10)
+    app_scores = values_of(stack, topics["STEDI_EVENTS_TOPIC"])
     output = submit("submit-score.sh", jobs_env)
-    scores = [json.loads(r.value) for r in app_scores]
-    return topics, scores, output, tmp_path, jobs_env["STEDI_STARTING_OFFSETS"]
-
-
-def values_of(settings, topic: str) -> list:
-    """Every record a topic holds now, values parsed."""
-    records = read_all(settings, topic, end_offset(settings, topic), timeout=60)
-    return [json.loads(r.value) for r in records]
+    return topics, app_scores, output, tmp_path, jobs_env["STEDI_STARTING_OFFSETS"]
 
 
 def as_text(value: dict) -> str:

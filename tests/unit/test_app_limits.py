@@ -228,9 +228,13 @@ class SlowStore:
 
     async def add_test(self, customer, start, stop):
         self.writing.set()
-        await asyncio.sleep(0.05)
+        await self.write()
         self.written.append(customer["email"])
         return {}, Risk(score=1.5, risk_date_ms=1_796_000_000_000)
+
+    async def write(self):
+        """The write itself, after the simulator sees it started."""
+        await asyncio.sleep(0.05)
 
 
 def test_stopping_the_simulator_returns_after_the_test_in_progress_is_stored_and_published():
@@ -253,8 +257,7 @@ def test_stopping_the_simulator_returns_after_the_test_in_progress_is_stored_and
 
 
 class FailingStore(SlowStore):
-    async def add_test(self, customer, start, stop):
-        self.writing.set()
+    async def write(self):
         await asyncio.sleep(0.05)
         raise RedisError("Connection reset by peer")
 
@@ -279,11 +282,8 @@ class GatedStore(SlowStore):
         super().__init__()
         self.release = asyncio.Event()
 
-    async def add_test(self, customer, start, stop):
-        self.writing.set()
+    async def write(self):
         await self.release.wait()
-        self.written.append(customer["email"])
-        return {}, Risk(score=1.5, risk_date_ms=1_796_000_000_000)
 
 
 def test_a_second_stop_waits_for_the_write_a_cancelled_first_stop_left_running():
