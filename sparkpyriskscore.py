@@ -592,15 +592,31 @@ STATE_STORES = {
 }
 
 
+# Checkpoint files through Hadoop's FileSystem API, not its FileContext API (Spark's
+# default): without Hadoop's native library, FileContext forks `chmod`, `stat` and
+# `readlink` for each file it writes, 60 processes per micro-batch of a small stateful
+# query here, against 12. Both rename a finished file into place.
+CHECKPOINT_FILE_MANAGER = (
+    "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
+)
+
+
+def session_conf(settings: Settings) -> dict[str, str]:
+    """Few shuffle partitions (each is a state store instance), UTC, the chosen state
+    store: the SQL settings of this job's session (one engine may run several)."""
+    return {
+        "spark.sql.shuffle.partitions": settings.shuffle_partitions,
+        "spark.sql.streaming.stateStore.providerClass": STATE_STORES[settings.state_store],
+        "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.streaming.checkpointFileManagerClass": CHECKPOINT_FILE_MANAGER,
+    }
+
+
 def build_session(settings: Settings, master: str | None = None) -> SparkSession:
-    """Few shuffle partitions (each is a state store instance), UTC, the chosen state store."""
-    builder = (
-        SparkSession.builder.appName(APP_NAME)
-        .config("spark.sql.shuffle.partitions", settings.shuffle_partitions)
-        .config("spark.sql.streaming.stateStore.providerClass", STATE_STORES[settings.state_store])
-        .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
-        .config("spark.sql.session.timeZone", "UTC")
-    )
+    builder = SparkSession.builder.appName(APP_NAME)
+    for key, value in session_conf(settings).items():
+        builder = builder.config(key, value)
     if master:
         builder = builder.master(master)
     spark = builder.getOrCreate()
@@ -710,13 +726,27 @@ def progress_line(progress: dict, agreement: Agreement) -> str:
     )
 
 
+# How often the driver looks for new progress: each look is a call into the JVM, so not
+# more than once a second (four jobs polling 5 times a second took a quarter of a core).
+PROGRESS_POLL_S = 1.0
+
+
 def print_new_batches(query: StreamingQuery, last: int, agreement: Agreement) -> int:
-    """Prints the progress lines of batches after `last`; returns the newest batch id."""
-    for progress in query.recentProgress:
-        if progress["batchId"] > last:
-            last = progress["batchId"]
-            print(progress_line(progress, agreement), flush=True)
-    return last
+    """Prints the progress lines of batches after `last`; returns the newest batch id.
+
+    Reads the last progress (one JSON document), and the recent ones (up to 100)
+    only when batches ended since the last look.
+    """
+    latest = query.lastProgress
+    if latest is None or latest["batchId"] <= last:
+        return last
+    if latest["batchId"] == last + 1:
+        news = [latest]
+    else:
+        news = [p for p in query.recentProgress if p["batchId"] > last]
+    for progress in news:
+        print(progress_line(progress, agreement), flush=True)
+    return max(p["batchId"] for p in news)
 
 
 def run(spark: SparkSession, settings: Settings, available_now: bool) -> None:
@@ -733,7 +763,7 @@ def run(spark: SparkSession, settings: Settings, available_now: bool) -> None:
         last = -1
         try:
             while query.isActive:
-                query.awaitTermination(0.2)
+                query.awaitTermination(PROGRESS_POLL_S)
                 if (newest := print_new_batches(query, last, agreement)) > last:
                     last, backoff = newest, 1.0
             print_new_batches(query, last, agreement)  # batches that ended in between
