@@ -1,13 +1,15 @@
 """`make run`: the whole pipeline in the foreground; Ctrl-C stops all it started.
 
-Starts the local stack when it is not up, then the STEDI app and the three
-Spark jobs through their submit wrappers, each logging to
-build/stack/logs/<name>.log, and follows those logs in the terminal with a
-prefix per process.
+Starts the STEDI app and one Spark engine (stedi/stack/engine.py: the four
+Spark jobs' queries in one driver JVM), and the local stack when it is not up.
+The engine's JVM warms up while the stack starts; its queries start once the
+topics exist. Each job logs to build/stack/logs/<name>.log, and this command
+follows those logs in the terminal with a prefix per job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,16 +18,21 @@ import time
 from pathlib import Path
 
 from stedi.config import Settings
-from stedi.stack import services
-from stedi.stack.process import TAG
+from stedi.stack import engine, services
+from stedi.stack.process import TAG, children
 
-JOBS = {
+# The engine starts its queries once this file exists: after the stack is up.
+STACK_READY = services.STACK_DIR / "run" / "stack-ready"
+PROCESSES = {
+    "spark": [
+        str(services.ROOT / "bin" / "submit"),
+        "stedi/stack/engine.py",
+        f"--start-when={STACK_READY}",
+    ],
     "app": [sys.executable, "-m", "stedi.app"],
-    "customers": [str(services.ROOT / "submit-redis.sh")],
-    "risk": [str(services.ROOT / "submit-event.sh")],
-    "join": [str(services.ROOT / "submit-join.sh")],
-    "score": [str(services.ROOT / "submit-score.sh")],
 }
+# The engine's jobs, each with a log of its own.
+JOB_LOGS = tuple(job.name for job in engine.JOBS)
 NOISE = (" WARN ", "WARNING: Using incubator modules")
 
 
@@ -59,7 +66,12 @@ def start_job(name: str, argv: list[str]) -> subprocess.Popen:
             argv,
             # make run is the local, Docker-free path even when a compose stack runs.
             # The tag lets `make down` find the job if this command dies without stopping it.
-            env={**os.environ, "STEDI_SUBMIT": "local", TAG: f"{services.STACK_DIR}:{name}"},
+            env={
+                **os.environ,
+                **(engine.JVM_ENV if name == "spark" else {}),
+                "STEDI_SUBMIT": "local",
+                TAG: f"{services.STACK_DIR}:{name}",
+            },
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -76,12 +88,23 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def stop_job(proc: subprocess.Popen, timeout: float = 30) -> None:
+def stop_job(proc: subprocess.Popen, timeout: float = 30, driver_first: bool = False) -> None:
     """SIGTERM the job's whole process group (the JVM and its Python driver), wait until
-    every process of it is gone, SIGKILL what is left after `timeout`."""
+    every process of it is gone, SIGKILL what is left after `timeout`.
+
+    driver_first: SIGTERM only the Python driver (spark-submit's child) first, so it
+    stops its queries and its SparkContext itself before the JVM is told to exit.
+    """
+    deadline = time.monotonic() + timeout
+    if driver_first:
+        for pid in children(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        while time.monotonic() < deadline - timeout / 2 and group_alive(proc.pid):
+            proc.poll()
+            time.sleep(0.2)
     if group_alive(proc.pid):
         os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         proc.poll()  # reap the leader so it does not linger as a zombie
         if not group_alive(proc.pid):
@@ -92,8 +115,8 @@ def stop_job(proc: subprocess.Popen, timeout: float = 30) -> None:
 
 
 def run(settings: Settings) -> int:
-    started = services.up(settings)  # only what is not running yet
     jobs: dict[str, subprocess.Popen] = {}
+    started: list[services.Service] = []
     interrupted = False
 
     def on_signal(*_):
@@ -102,16 +125,21 @@ def run(settings: Settings) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    names = ("spark", *JOB_LOGS, "app")
+    followers = [Follower(name, services.log_path(name)) for name in names]
     try:
-        followers = []
-        for name, argv in JOBS.items():
-            log_path = services.log_path(name)
-            followers.append(Follower(name, log_path))
-            jobs[name] = start_job(name, argv)
-            command = " ".join(Path(a).name for a in argv)
-            print(f">> {name}: {command} (pid {jobs[name].pid}), log {log_path}", flush=True)
+        # The engine's JVM starts first: it warms up while the stack starts.
+        STACK_READY.unlink(missing_ok=True)
+        jobs["spark"] = start_job("spark", PROCESSES["spark"])
+        announce("spark", jobs["spark"], PROCESSES["spark"])
+        started = services.up(settings)  # only what is not running yet
+        STACK_READY.parent.mkdir(parents=True, exist_ok=True)
+        STACK_READY.touch()  # the topics exist: the engine starts its queries
+        jobs["app"] = start_job("app", PROCESSES["app"])
+        announce("app", jobs["app"], PROCESSES["app"])
         print(
-            f">> running: STEDI app on http://localhost:{settings.app_port}; "
+            f">> running: STEDI app on http://localhost:{settings.app_port}, Spark UI on "
+            "http://localhost:4040/StreamingQuery/ (all four queries); "
             "Ctrl-C stops everything this command started",
             flush=True,
         )
@@ -126,8 +154,16 @@ def run(settings: Settings) -> int:
         return 0
     finally:
         print(">> stopping", flush=True)
-        for name, proc in jobs.items():
-            stop_job(proc)
+        for name, proc in reversed(jobs.items()):
+            stop_job(proc, driver_first=name == "spark")
             print(f"   stopped {name}", flush=True)
+        for follower in followers:
+            follower.poll()  # the jobs' last lines
         if started:
             services.down(only=started)
+
+
+def announce(name: str, proc: subprocess.Popen, argv: list[str]) -> None:
+    command = " ".join(Path(a).name for a in argv)
+    log = services.log_path(name)
+    print(f">> {name}: {command} (pid {proc.pid}), log {log}", flush=True)

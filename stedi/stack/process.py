@@ -59,6 +59,16 @@ def alive(pid: int) -> bool:
     return _stat_fields(pid) is not None
 
 
+def children(pid: int) -> list[int]:
+    """The direct child processes of `pid`, by their parent PID (field 4 of stat)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))):
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 def tagged_processes(prefix: str) -> Iterator[tuple[int, str]]:
     """(pid, tag) of every live process whose STEDI_STACK_TAG starts with `prefix`."""
     needle = f"{TAG}={prefix}".encode()

@@ -1,5 +1,6 @@
 """`make run`: everything starts, without any test tool on PATH; Ctrl-C leaves nothing behind."""
 
+import json
 import os
 import re
 import signal
@@ -12,12 +13,25 @@ import pytest
 from stedi.stack import services
 from stedi.stack.pipeline import group_alive
 from tests.app_server import free_port
+from tests.records import customer
 from tests.shell_support import path_without
 
 pytestmark = pytest.mark.integration
 
 
-def test_run_starts_the_app_and_the_jobs_and_ctrl_c_stops_them_all(stack, unique, tmp_path):
+QUERIES = {
+    "customers": "redis-customers-console",
+    "risk": "risk-events-console",
+    "join": "customer-risk-join",
+    "score": "risk-score",
+}
+
+
+def test_run_starts_the_app_and_one_engine_and_ctrl_c_stops_them_all(
+    stack, unique, tmp_path, redis_client
+):
+    """One Spark engine runs the four jobs; each job's lines, the console rows too, come
+    with the job's prefix; Ctrl-C leaves no process behind."""
     app_port = free_port()
     env = {
         **os.environ,
@@ -29,6 +43,8 @@ def test_run_starts_the_app_and_the_jobs_and_ctrl_c_stops_them_all(stack, unique
         "STEDI_SPARK_RISK_TOPIC": f"stedi-risk-spark-run-{unique}",
         "STEDI_RISK_QUALITY_TOPIC": f"risk-quality-run-{unique}",
         "STEDI_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        # Only what arrives from now on: the customers console shows the new customer soon.
+        "STEDI_STARTING_OFFSETS": "latest",
     }
     run = subprocess.Popen(
         ["make", "--no-print-directory", "run"],
@@ -39,26 +55,39 @@ def test_run_starts_the_app_and_the_jobs_and_ctrl_c_stops_them_all(stack, unique
         text=True,
         start_new_session=True,  # its own process group, as in a terminal
     )
-    lines, pids, deadline = [], {}, time.monotonic() + 180
+    email = f"Run.Check.{unique}@test.com"
+    lines, pids, started, deadline = [], {}, set(), time.monotonic() + 240
     try:
         while time.monotonic() < deadline:
             line = run.stdout.readline()
             assert line, "make run exited early:\n" + "".join(lines)
             lines.append(line)
-            if started := re.match(r">> (\w+): .* \(pid (\d+)\)", line):
-                pids[started.group(1)] = int(started.group(2))
-            if "[customer-risk-join] started" in line:
-                break
-        assert set(pids) == {"app", "customers", "risk", "join", "score"}
+            if announced := re.match(r">> (\w+): .* \(pid (\d+)\)", line):
+                pids[announced.group(1)] = int(announced.group(2))
+            if job := re.match(r"\s*(\w+) \| \[([\w-]+)\] started", line):
+                assert QUERIES[job.group(1)] == job.group(2), line  # each under its own prefix
+                started.add(job.group(1))
+                if started == set(QUERIES):  # every query runs: a new customer arrives
+                    who = customer("Run Check", email, "1950-01-01")
+                    redis_client.zadd("Customer", {json.dumps(who): 0})
+            if re.match(rf"\s*customers \| \|{re.escape(email)}\s*\|Run Check", line):
+                break  # the console sink's row, in the customers job's lines
+        else:
+            pytest.fail("no console row of the new customer:\n" + "".join(lines[-50:]))
+        assert set(pids) == {"spark", "app"}, "one Spark engine and the app"
         assert httpx.get(f"http://127.0.0.1:{app_port}/health").status_code == 200
+        assert httpx.get("http://127.0.0.1:4040/StreamingQuery/").status_code == 200
     finally:
         os.killpg(run.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's whole group
         rest, _ = run.communicate(timeout=120)
     # make itself got the Ctrl-C too and ends by it once `run` is done.
     assert run.returncode in (0, -signal.SIGINT), rest
-    assert "stopped join" in rest and "stopped score" in rest and "stopped app" in rest
+    assert "stopped spark" in rest and "stopped app" in rest
+    assert "stopping the queries" in rest, "the engine stopped its queries itself"
     assert not [name for name, pid in pids.items() if group_alive(pid)], "processes left behind"
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{app_port}/health")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get("http://127.0.0.1:4040/")
     assert services.leftovers() == [], "processes of this checkout left behind"
     assert services.is_up(), "the stack it did not start keeps running"

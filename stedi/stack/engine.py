@@ -1,0 +1,242 @@
+"""`make run`'s Spark engine: the four entry scripts' queries in one driver.
+
+Run by spark-submit (`bin/submit stedi/stack/engine.py`), it replaces four
+driver JVMs, each polling Kafka on its own, with one JVM on the same cores.
+Each job keeps what its script gives it when submitted alone:
+- its own session (`newSession()`: the script's SQL settings, the shared
+  SparkContext), since a query keeps the settings of the session that starts it;
+- its script's own `start` and `run` (progress lines, restart on failure), in a
+  thread of its own;
+- its own log, build/stack/logs/<job>.log: the job's Python output and the
+  console sink's rows, which the JVM prints on the query's own thread.
+
+The triggers fit a trickle (see TRIGGERS); STEDI_TRIGGER_INTERVAL, when set,
+applies to every job, as it does to each script.
+
+With --start-when FILE, the JVM starts at once and the queries start once FILE
+exists: `make run` warms the engine up while the local stack starts, and
+creates FILE once the topics exist. (spark-submit gives the Python driver no
+stdin of the terminal's: a file is the signal that reaches it.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import io
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pyspark is imported by the engine process only, not by make run
+    from pyspark.sql import SparkSession
+
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_NAME = "stedi-pipeline"
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str  # its log's name and make run's prefix
+    script: str
+    trigger: str  # the processing-time trigger in this engine
+
+
+# The join's trigger bounds a point's delay on the graph; the others only feed a
+# console or the risk-quality check, so they batch a few seconds of a trickle at once.
+JOBS = (
+    Job("customers", "sparkpyrediskafkastreamtoconsole.py", "5 seconds"),
+    Job("risk", "sparkpyeventskafkastreamtoconsole.py", "5 seconds"),
+    Job("join", "sparkpykafkajoin.py", "0.5 seconds"),
+    Job("score", "sparkpyriskscore.py", "5 seconds"),
+)
+# One state store instance per stateful operator, and one Python worker for the risk
+# score's state function, instead of two of each: a trickle needs no parallelism.
+# (A query restarted from a checkpoint keeps the number it was started with.)
+SHUFFLE_PARTITIONS = "1"
+# The engine's JVM, set before spark-submit starts it (`make run` passes these): a heap
+# for a trickle that starts small, the serial collector, whose footprint is the
+# smallest, and two malloc arenas for the native side (RocksDB), not 8 per core.
+JVM_ENV = {
+    "SPARK_DRIVER_MEMORY": "512m",
+    "SPARK_SUBMIT_OPTS": "-Xms64m -XX:+UseSerialGC",
+    "MALLOC_ARENA_MAX": "2",
+}
+# The UI keeps fewer finished jobs, stages and SQL executions (each micro-batch makes
+# some): the heap stays small however long make run runs.
+UI_CONF = {
+    "spark.ui.retainedJobs": "200",
+    "spark.ui.retainedStages": "200",
+    "spark.sql.ui.retainedExecutions": "100",
+}
+
+
+def load_script(file_name: str) -> ModuleType:
+    """Imports ROOT/<file_name> under its own name, as spark-submit would run it."""
+    name = file_name.removesuffix(".py")
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / file_name)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up here
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+class ThreadRoutedStream(io.TextIOBase):
+    """sys.stdout or sys.stderr sent to a file per thread; other threads to `default`."""
+
+    def __init__(self, default):
+        self.default = default
+        self.local = threading.local()
+
+    def route(self, stream) -> None:
+        self.local.stream = stream
+
+    def _target(self):
+        return getattr(self.local, "stream", None) or self.default
+
+    def write(self, text: str) -> int:
+        return self._target().write(text)
+
+    def flush(self) -> None:
+        self._target().flush()
+
+
+def route_jvm_console(spark: SparkSession, log_path: Path) -> bool:
+    """Sends what the JVM prints with Scala's `println` on this thread, and on the
+    threads it starts from now on (a query's own thread), to `log_path`.
+
+    Scala's Console.out is an inheritable thread-local, set here by reflection;
+    False (the rows then go to the engine's log) if this Scala hides it.
+    """
+    jvm = spark._jvm
+    try:
+        field = jvm.java.lang.Class.forName("scala.Console$").getDeclaredField("outVar")
+        field.setAccessible(True)
+        stream = jvm.java.io.PrintStream(
+            jvm.java.io.FileOutputStream(str(log_path), True), True, "UTF-8"
+        )
+        getattr(field.get(None), "value_$eq")(stream)
+    except Exception as error:  # a Py4J error of any kind: keep the rows, unrouted
+        print(f"console rows go to the engine's log: {error}", file=sys.__stderr__)
+        return False
+    return True
+
+
+def job_session(base: SparkSession, module: ModuleType, settings) -> SparkSession:
+    session = base.newSession()
+    for key, value in module.session_conf(settings).items():
+        session.conf.set(key, value)
+    return session
+
+
+def job_settings(module: ModuleType, job: Job):
+    """The script's settings, with this engine's defaults where the environment sets none."""
+    settings = module.Settings()
+    defaults = {"trigger_interval": ("STEDI_TRIGGER_INTERVAL", job.trigger)}
+    if hasattr(settings, "shuffle_partitions"):
+        defaults["shuffle_partitions"] = ("STEDI_SHUFFLE_PARTITIONS", SHUFFLE_PARTITIONS)
+    changes = {
+        name: value
+        for name, (variable, value) in defaults.items()
+        if not os.environ.get(variable, "").strip()
+    }
+    return dataclasses.replace(settings, **changes)
+
+
+class Engine:
+    def __init__(self, spark: SparkSession, log_dir: Path):
+        self.spark = spark
+        self.log_dir = log_dir
+        self.sessions: list[SparkSession] = []
+        self.failed: list[str] = []
+        self.done = threading.Event()
+        self.stdout = ThreadRoutedStream(sys.stdout)
+        self.stderr = ThreadRoutedStream(sys.stderr)
+        sys.stdout, sys.stderr = self.stdout, self.stderr
+
+    def _run_job(self, job: Job, module: ModuleType, settings) -> None:
+        log_path = self.log_dir / f"{job.name}.log"
+        with open(log_path, "a", buffering=1, encoding="utf-8") as log:
+            self.stdout.route(log)
+            self.stderr.route(log)
+            try:
+                route_jvm_console(self.spark, log_path)
+                session = job_session(self.spark, module, settings)
+                self.sessions.append(session)
+                module.run(session, settings, False)
+            except BaseException as error:  # SystemExit of a bad setting too
+                print(f"[{job.name}] stopped by an error: {error!r}", flush=True)
+                self.failed.append(job.name)
+            finally:
+                self.done.set()
+
+    def start(self) -> list[threading.Thread]:
+        threads = []
+        for job in JOBS:
+            module = load_script(job.script)
+            settings = job_settings(module, job)
+            thread = threading.Thread(
+                target=self._run_job, args=(job, module, settings), name=job.name, daemon=True
+            )
+            thread.start()
+            threads.append(thread)
+            print(f"[engine] {job.name}: {job.script}, trigger {settings.trigger_interval}")
+        return threads
+
+    def stop(self, threads: list[threading.Thread]) -> None:
+        for session in self.sessions:
+            for query in session.streams.active:
+                query.stop()
+        for thread in threads:
+            thread.join(timeout=30)
+
+
+def build_base_session() -> SparkSession:
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(APP_NAME)
+    for key, value in UI_CONF.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--start-when", type=Path, help="start the queries once this file exists")
+    args = parser.parse_args(argv)
+    log_dir = Path(os.environ.get("STEDI_LOG_DIR", ROOT / "build" / "stack" / "logs"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    spark = build_base_session()
+    print(f"[engine] Spark {spark.version} up, UI {spark.sparkContext.uiWebUrl}", flush=True)
+    while args.start_when and not args.start_when.exists():
+        time.sleep(0.2)
+    engine = Engine(spark, log_dir)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    threads = engine.start()
+    try:
+        while not stop.is_set() and not engine.done.is_set():
+            stop.wait(1.0)
+        if engine.done.is_set() and not stop.is_set():
+            print(f"[engine] a job ended: {', '.join(engine.failed) or 'none'}", flush=True)
+    finally:
+        print("[engine] stopping the queries", flush=True)
+        engine.stop(threads)
+        spark.stop()
+    return 1 if engine.failed or not stop.is_set() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
