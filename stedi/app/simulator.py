@@ -47,20 +47,29 @@ SUFFIXES = 1_000_000  # a million emails per name: a random one is all but alway
 CLAIM_ROUNDS = 3  # proposals per activation, each replacing the emails found taken
 
 
-def unused_email(first: str, last: str, taken: set[str], rng: random.Random) -> str:
-    """`First.Last@test.com`, or, once that is taken, with a random numeric suffix
-    (`First.Last48213@test.com`) that `taken` does not hold."""
+def unused_email(
+    first: str, last: str, taken: set[str], rng: random.Random, plain: bool = True
+) -> str:
+    """`First.Last@test.com`, or, once that is taken (or with plain=False), with a random
+    numeric suffix (`First.Last48213@test.com`) that `taken` does not hold."""
     email = f"{first}.{last}@test.com"
-    while email in taken:
+    if plain and email not in taken:
+        return email
+    while True:
         email = f"{first}.{last}{rng.randrange(2, SUFFIXES)}@test.com"
-    return email
+        if email not in taken:
+            return email
 
 
 def new_customers(
-    existing_emails: set[str], rng: random.Random, indices=range(CUSTOMERS_PER_ACTIVATION)
+    existing_emails: set[str],
+    rng: random.Random,
+    indices=range(CUSTOMERS_PER_ACTIVATION),
+    plain: bool = True,
 ) -> list[dict]:
     """Customers with emails not in `existing_emails`; the i-th of an activation is born
-    on 1 January of 1965 - i (so 1965, 1964, ... one year apart).
+    on 1 January of 1965 - i (so 1965, 1964, ... one year apart). plain=False: every
+    email gets a random suffix (the plain names were found taken).
 
     `existing_emails` gets the new emails added.
     """
@@ -70,7 +79,7 @@ def new_customers(
             first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
             if f"{first}.{last}@test.com" not in existing_emails:
                 break
-        email = unused_email(first, last, existing_emails, rng)
+        email = unused_email(first, last, existing_emails, rng, plain)
         existing_emails.add(email)
         customers.append(
             {
@@ -146,14 +155,15 @@ class Simulator:
 
     async def _create_customers(self) -> list[dict]:
         """Proposes the customers and claims their emails; one that turns out taken gets
-        another email in the next round. It costs the claims of 30 emails (a few more when
-        some are taken), never a read of other users' customers."""
+        an email with a random suffix in the next round. It costs the claims of 30 emails
+        (up to 30 more when some are taken), never a read of other users' customers."""
         taken: set[str] = set()
         saved: list[dict] = []
         missing = list(range(CUSTOMERS_PER_ACTIVATION))
-        for _ in range(CLAIM_ROUNDS):
-            proposed = new_customers(taken, self.rng, missing)
-            claimed = await self.store.save_customers(self.owner, proposed)
+        for round_ in range(CLAIM_ROUNDS):
+            proposed = new_customers(taken, self.rng, missing, plain=round_ == 0)
+            # The operator's simulation (STEDI_SIMULATE) is no user's: no quota.
+            claimed = await self.store.save_customers(self.owner, proposed, quota=not self.operator)
             saved += claimed
             got = {c["email"] for c in claimed}
             missing = [i for i, c in zip(missing, proposed, strict=True) if c["email"] not in got]
