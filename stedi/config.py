@@ -78,6 +78,28 @@ class Settings:
     session_seconds: int = field(default_factory=lambda: env_int("STEDI_SESSION_SECONDS", 8 * 3600))
     # Points a live graph may fall behind before the app ends its stream (the browser reconnects).
     stream_buffer: int = field(default_factory=lambda: env_int("STEDI_STREAM_BUFFER", 1000))
+    # The app's limits (README "The app's limits").
+    # Failed logins (and sign-ups) are counted in windows of this length.
+    login_window_seconds: int = field(
+        default_factory=lambda: env_int("STEDI_LOGIN_WINDOW_SECONDS", 300, positive=True)
+    )
+    # Sign-ups per client address and window.
+    signups_per_client: int = field(
+        default_factory=lambda: env_int("STEDI_SIGNUPS_PER_CLIENT", 100, positive=True)
+    )
+    # Customers one user may own (the simulator's included): bounds the cost of their pages.
+    customers_per_user: int = field(
+        default_factory=lambda: env_int("STEDI_CUSTOMERS_PER_USER", 5000, positive=True)
+    )
+    # A user's simulation stops after this long, or with their last session.
+    sim_max_seconds: int = field(
+        default_factory=lambda: env_int("STEDI_SIM_MAX_SECONDS", 4 * 3600, positive=True)
+    )
+    # The proxy whose X-Forwarded-For/-Proto uvicorn believes (its address, a comma-separated
+    # list, or *); empty: none, the client is the socket's peer and those headers are ignored.
+    trusted_proxy: str = field(default_factory=lambda: _env("STEDI_TRUSTED_PROXY", ""))
+    # 1: cookies only over HTTPS (set it when a TLS proxy is in front).
+    secure_cookies: bool = field(default_factory=lambda: _env("STEDI_SECURE_COOKIES", "0") == "1")
     # Signs session cookies; empty means a random key per start (sessions end on restart).
     secret_key: str = field(default_factory=lambda: _env("STEDI_SECRET_KEY", ""), repr=False)
     admin_user: str | None = field(default_factory=lambda: _env("STEDI_ADMIN_USER", "") or None)

@@ -3,7 +3,10 @@
 Simulated time runs `speed` times faster: a test every 2/speed seconds of real
 time. Test durations are values, not waits, so the speed changes nothing else.
 Each user runs their own simulation, whose customers belong to that user; emails
-come from a space that cannot run out (a numeric suffix once `First.Last` is taken).
+come from a space that does not run out (a random numeric suffix once `First.Last` is
+taken). A user's simulation ends with their last login session and after
+STEDI_SIM_MAX_SECONDS; the one STEDI_SIMULATE=1 starts is the operator's and runs
+until the app stops.
 """
 
 from __future__ import annotations
@@ -40,32 +43,43 @@ Publish = Callable[[str, Risk], None]
 
 
 MAX_PICKS = 10  # random picks from the pools before a numeric suffix makes the email unique
+SUFFIXES = 1_000_000  # a million emails per name: a random one is all but always free
+CLAIM_ROUNDS = 3  # proposals per activation, each replacing the emails found taken
 
 
-def unused_email(first: str, last: str, taken: set[str]) -> str:
-    """`First.Last@test.com`, or with the smallest free suffix (`First.Last2@test.com`).
+def unused_email(
+    first: str, last: str, taken: set[str], rng: random.Random, plain: bool = True
+) -> str:
+    """`First.Last@test.com`, or, once that is taken (or with plain=False), with a random
+    numeric suffix (`First.Last48213@test.com`) that `taken` does not hold."""
+    email = f"{first}.{last}@test.com"
+    if plain and email not in taken:
+        return email
+    while True:
+        email = f"{first}.{last}{rng.randrange(2, SUFFIXES)}@test.com"
+        if email not in taken:
+            return email
 
-    Ends after at most len(taken) + 1 checks: the suffixes never run out.
-    """
-    email, n = f"{first}.{last}@test.com", 1
-    while email in taken:
-        n += 1
-        email = f"{first}.{last}{n}@test.com"
-    return email
 
-
-def new_customers(existing_emails: set[str], rng: random.Random) -> list[dict]:
-    """30 customers with unused emails, born 1965-01-01, 1964-01-01, ... (one year apart).
+def new_customers(
+    existing_emails: set[str],
+    rng: random.Random,
+    indices=range(CUSTOMERS_PER_ACTIVATION),
+    plain: bool = True,
+) -> list[dict]:
+    """Customers with emails not in `existing_emails`; the i-th of an activation is born
+    on 1 January of 1965 - i (so 1965, 1964, ... one year apart). plain=False: every
+    email gets a random suffix (the plain names were found taken).
 
     `existing_emails` gets the new emails added.
     """
     customers = []
-    for i in range(CUSTOMERS_PER_ACTIVATION):
+    for i in indices:
         for _ in range(MAX_PICKS):
             first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
             if f"{first}.{last}@test.com" not in existing_emails:
                 break
-        email = unused_email(first, last, existing_emails)
+        email = unused_email(first, last, existing_emails, rng, plain)
         existing_emails.add(email)
         customers.append(
             {
@@ -83,6 +97,8 @@ class Simulator:
 
     def __init__(self, store: Store, publish: Publish, speed: float = 1.0, seed=None, owner=""):
         self.store, self.publish, self.speed, self.owner = store, publish, speed, owner
+        self.started = 0.0  # time.monotonic() of the last start
+        self.operator = False  # STEDI_SIMULATE's: bound to no session, no run time
         self.rng = random.Random(seed)
         self.task: asyncio.Task | None = None
         self.in_flight: asyncio.Task | None = None  # the test being written, shielded from stop
@@ -98,6 +114,7 @@ class Simulator:
     def start(self) -> None:
         """Starts in the background: creates the customers, then tests them."""
         if not self.running:
+            self.started = time.monotonic()
             self.task = asyncio.create_task(self._run(), name=f"simulator {self.owner}")
             log.info("simulation on for %s (speed x%g)", self.owner, self.speed)
 
@@ -106,6 +123,7 @@ class Simulator:
         async with self.switching:
             if not self.running:
                 customers = await self._create_customers()
+                self.started = time.monotonic()
                 self.task = asyncio.create_task(self._test(customers), name="simulator")
                 log.info("simulation on for %s (speed x%g)", self.owner, self.speed)
 
@@ -136,10 +154,24 @@ class Simulator:
         await self._test(await self._create_customers())
 
     async def _create_customers(self) -> list[dict]:
-        taken = await self.store.customer_emails()
-        customers = await self.store.save_customers(self.owner, new_customers(taken, self.rng))
-        log.info("created %d customers for %s", len(customers), self.owner)
-        return customers
+        """Proposes the customers and claims their emails; one that turns out taken gets
+        an email with a random suffix in the next round. It costs the claims of 30 emails
+        (up to 30 more when some are taken), never a read of other users' customers."""
+        taken: set[str] = set()
+        saved: list[dict] = []
+        missing = list(range(CUSTOMERS_PER_ACTIVATION))
+        for round_ in range(CLAIM_ROUNDS):
+            proposed = new_customers(taken, self.rng, missing, plain=round_ == 0)
+            # The operator's simulation (STEDI_SIMULATE) is no user's: no quota.
+            claimed = await self.store.save_customers(self.owner, proposed, quota=not self.operator)
+            saved += claimed
+            got = {c["email"] for c in claimed}
+            missing = [i for i, c in zip(missing, proposed, strict=True) if c["email"] not in got]
+            if not missing:
+                break
+        saved.sort(key=lambda c: c["birthDay"], reverse=True)  # 1965 first, as proposed
+        log.info("created %d customers for %s", len(saved), self.owner)
+        return saved
 
     async def _test(self, customers: list[dict]) -> None:
         previous: dict[str, int | None] = {c["email"]: None for c in customers}
@@ -160,10 +192,10 @@ class Simulator:
         birth_year = int(customer["birthDay"][:4])
         duration = next_duration_ms(previous[customer["email"]], birth_year, self.rng)
         stop = int(time.time() * 1000)
-        _, risk = await self.store.add_test(customer, stop - duration, stop)
+        _, risk, new = await self.store.add_test(customer, stop - duration, stop)
         previous[customer["email"]] = duration
         self.tests_run += 1
-        if risk is not None:
+        if risk is not None and new:
             self.publish(customer["email"], risk)
         # About one progress line every 2 s of real time, whatever the speed.
         if self.tests_run % max(1, round(self.speed)) == 0:
@@ -179,6 +211,7 @@ class Simulator:
 
 
 MAX_RUNNING = 20  # simulations at once, all users together: each one writes a test every 2 s
+REAP_SECONDS = 1.0  # how often the app looks for simulations to end
 
 
 class TooManySimulations(Exception):
@@ -186,28 +219,78 @@ class TooManySimulations(Exception):
 
 
 class Simulations:
-    """Every user's simulator, made on first use."""
+    """Every user's simulator, made on first use; at most MAX_RUNNING run at once."""
 
-    def __init__(self, store: Store, publish: Publish, speed: float = 1.0):
+    def __init__(
+        self, store: Store, publish: Publish, speed: float = 1.0, max_seconds: float = 4 * 3600
+    ):
         self.store, self.publish, self.speed = store, publish, speed
+        self.max_seconds = max_seconds
         self.by_owner: dict[str, Simulator] = {}
+        self.starting: set[str] = set()  # owners whose activation holds a slot, not yet running
 
     def of(self, owner: str) -> Simulator:
         if owner not in self.by_owner:
             self.by_owner[owner] = Simulator(self.store, self.publish, self.speed, owner=owner)
         return self.by_owner[owner]
 
+    def _holding_slots(self) -> set[str]:
+        return {o for o, s in self.by_owner.items() if s.running} | self.starting
+
     def running(self) -> int:
-        return sum(s.running for s in self.by_owner.values())
+        return len(self._holding_slots())
 
     async def activate(self, owner: str) -> Simulator:
         simulator = self.of(owner)
-        if not simulator.running and self.running() >= MAX_RUNNING:
-            raise TooManySimulations(
-                f"{MAX_RUNNING} simulations are running already: try again later."
-            )
-        await simulator.activate()
+        reserved = owner not in self._holding_slots()
+        if reserved:
+            # The slot is taken before the first await: a burst of switch-ons cannot pass
+            # the cap while the customers are being created.
+            if self.running() >= MAX_RUNNING:
+                raise TooManySimulations(
+                    f"{MAX_RUNNING} simulations are running already: try again later."
+                )
+            self.starting.add(owner)
+        try:
+            await simulator.activate()
+        finally:
+            if reserved:
+                self.starting.discard(owner)  # running now, or failed: the slot is its task's
         return simulator
+
+    def start_operator(self, owner: str) -> None:
+        """STEDI_SIMULATE=1's simulation: it runs until the app stops."""
+        simulator = self.of(owner)
+        simulator.operator = True
+        simulator.start()
+
+    async def end_if_unattended(self, owner: str) -> None:
+        """Stops the owner's simulation when they have no login session left."""
+        simulator = self.by_owner.get(owner)
+        if simulator and simulator.running and not simulator.operator:
+            if not await self.store.has_session(owner):
+                log.info("simulation of %s ends with its owner's last session", owner)
+                await simulator.stop()
+
+    async def reap(self) -> None:
+        """Ends the simulations that ran STEDI_SIM_MAX_SECONDS or outlived their owner's
+        last session (an expiry, which no request reports)."""
+        for owner, simulator in list(self.by_owner.items()):
+            if not simulator.running or simulator.operator:
+                continue
+            if time.monotonic() - simulator.started >= self.max_seconds:
+                log.info("simulation of %s ends after %g s", owner, self.max_seconds)
+                await simulator.stop()
+            else:
+                await self.end_if_unattended(owner)
+
+    async def reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_SECONDS)
+            try:
+                await self.reap()
+            except RedisError as exc:  # Redis away: the sessions cannot be told, try later
+                log.warning("could not check the simulations' sessions: %s", exc)
 
     def errors(self) -> list[str]:
         return sorted({s.error for s in self.by_owner.values() if s.error})

@@ -5,12 +5,16 @@ User:          {"userName","email","phone","birthDate","passwordHash"} (argon2id
 RapidStepTest: {"startTime","stopTime","testTime","totalSteps","customer":{...}}
 Every write goes through Redis replication, so the Redis source publishes it.
 
-Beside them, the app's own keys (the Spark jobs ignore them):
+Beside them, the app's own keys (the Spark jobs ignore them). They are hashes, never
+sorted sets or strings, so the Redis source (which publishes ZADD and SET only) keeps
+them out of the `redis-server` topic:
 CustomerOwner          hash: customer email -> the email of the user who owns it (HSETNX
                        claims an email once, for everyone)
 CustomersOf:<user>     hash: customer email -> customer JSON, the user's own customers
-Session:<sha256(id)>   string: the user of a login session, expiring with it; the cookie
-                       holds the id, Redis only its hash
+UserEmail              hash: user email -> 1, claimed once with HSETNX (sign-ups are atomic)
+Login:<sha256(id)>     hash: {user}, a login session, expiring with it; the cookie holds
+                       the id, Redis only its hash
+LoginsOf:<user>        hash: sha256(id) -> expiry (epoch s), the user's sessions
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import collections
 import hashlib
 import json
 import secrets
-from concurrent.futures import ThreadPoolExecutor
+import time
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -28,17 +32,21 @@ from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 
 from stedi.app import validation
+from stedi.app.hashing import BoundedPool
 from stedi.app.risk import TOTAL_STEPS, Risk, StepTest, risk_score
 from stedi.app.validation import InvalidInput
 
 CUSTOMER, USER, RAPID_STEP_TEST = "Customer", "User", "RapidStepTest"
-CUSTOMER_OWNER = "CustomerOwner"
+CUSTOMER_OWNER, USER_EMAIL = "CustomerOwner", "UserEmail"
 SAMPLE_CUSTOMER = {"customerName": "Sam Test", "email": "sam.test@test.com",
                    "phone": "8015551212", "birthDay": "2001-01-03"}  # fmt: skip
 RECENT_TESTS = 10  # kept per customer in memory, for its page
 _hasher = PasswordHasher()
-# argon2 costs tens of milliseconds of CPU: never on the event loop, and two at a time at most.
-_hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2")
+_hashing = BoundedPool()  # argon2 never on the event loop; a burst beyond its queue: Busy
+
+
+class CustomerQuota(Exception):
+    """A user would own more customers than STEDI_CUSTOMERS_PER_USER (HTTP 403)."""
 
 
 def _dumps(entity: dict) -> str:
@@ -49,12 +57,20 @@ def customers_of(user: str) -> str:
     return f"CustomersOf:{user}"
 
 
+def _session_hash(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
 def _session_key(session_id: str) -> str:
-    return "Session:" + hashlib.sha256(session_id.encode()).hexdigest()
+    return "Login:" + _session_hash(session_id)
+
+
+def logins_of(user: str) -> str:
+    return f"LoginsOf:{user}"
 
 
 async def _off_loop(function, *args):
-    return await asyncio.get_running_loop().run_in_executor(_hashing, function, *args)
+    return await _hashing.run(function, *args)
 
 
 @dataclass
@@ -63,6 +79,11 @@ class Store:
     # Tests (stop time, duration) per customer email: the risk score needs the last four.
     durations: dict[str, list[StepTest]] = field(default_factory=dict)
     recent: dict[str, collections.deque] = field(default_factory=dict)
+    customers_per_user: int = 5000
+    # One customer write per owner at a time: the quota's count and the write are one step.
+    owner_locks: collections.defaultdict = field(
+        default_factory=lambda: collections.defaultdict(asyncio.Lock)
+    )
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())
@@ -104,17 +125,26 @@ class Store:
         raw = await self.client.hget(customers_of(owner), email)
         return None if raw is None else json.loads(raw)
 
-    async def customer_emails(self) -> set[str]:
-        """Every customer email taken, whoever owns it."""
-        return {e.decode() for e in await self.client.hkeys(CUSTOMER_OWNER)}
-
     async def add_customer(self, owner: str, customer: dict) -> dict:
         if not await self.save_customers(owner, [customer]):
             raise InvalidInput(f"A customer with email {customer['email']} already exists.")
         return customer
 
-    async def save_customers(self, owner: str, customers: list[dict]) -> list[dict]:
-        """Claims each email for `owner` and stores the customers whose claim succeeded."""
+    async def save_customers(
+        self, owner: str, customers: list[dict], quota: bool = True
+    ) -> list[dict]:
+        """Claims each email for `owner` and stores the customers whose claim succeeded;
+        CustomerQuota when the owner would own more than the quota (unless quota=False)."""
+        async with self.owner_locks[owner]:
+            owned = await self.client.hlen(customers_of(owner))
+            if quota and owned + len(customers) > self.customers_per_user:
+                raise CustomerQuota(
+                    f"You have {owned} customers; one user may have at most "
+                    f"{self.customers_per_user}."
+                )
+            return await self._claim_customers(owner, customers)
+
+    async def _claim_customers(self, owner: str, customers: list[dict]) -> list[dict]:
         async with self.client.pipeline(transaction=False) as pipe:
             for c in customers:
                 pipe.hsetnx(CUSTOMER_OWNER, c["email"], owner)
@@ -134,19 +164,34 @@ class Store:
     async def user(self, email: str) -> dict | None:
         return next((u for u in await self._members(USER) if u.get("email") == email), None)
 
-    async def add_user(self, user_name: str, email: str, password: str, phone="", birth_date=""):
-        """A new account from already validated fields (see validation.signup)."""
-        if await self.user(email):
-            raise InvalidInput("That email is already registered.")
+    async def add_user(
+        self, user_name: str, email: str, password: str, phone="", birth_date=""
+    ) -> bool:
+        """A new account from already validated fields (see validation.signup); False when
+        the email is taken. Both cost one argon2 hash, so the time does not tell them apart."""
+        password_hash = await _off_loop(_hasher.hash, password)
+        if not await self.client.hsetnx(USER_EMAIL, email, 1):  # one claim per email, ever
+            return False
         user = {
             "userName": user_name or email,
             "email": email,
             "phone": phone,
             "birthDate": birth_date,
-            "passwordHash": await _off_loop(_hasher.hash, password),
+            "passwordHash": password_hash,
         }
         await self.client.zadd(USER, {_dumps(user): 0})
-        return user
+        return True
+
+    async def claim_user_emails(self) -> None:
+        """UserEmail follows `User` (app start): users stored before it existed claim their
+        emails, and claims of users no longer in `User` go."""
+        users = [u for u in await self._members(USER) if isinstance(u, dict)]
+        emails = {u["email"] for u in users if isinstance(u.get("email"), str)}
+        stale = {e.decode() for e in await self.client.hkeys(USER_EMAIL)} - emails
+        if stale:
+            await self.client.hdel(USER_EMAIL, *stale)
+        if emails:
+            await self.client.hset(USER_EMAIL, mapping=dict.fromkeys(emails, 1))
 
     async def check_password(self, email: str, password: str) -> bool:
         user = await self.user(email)
@@ -161,21 +206,42 @@ class Store:
     # --- login sessions -------------------------------------------------------------------
     async def new_session(self, user: str, seconds: int) -> str:
         session_id = secrets.token_urlsafe(32)
-        await self.client.set(_session_key(session_id), user, ex=seconds)
+        key, expires = _session_key(session_id), int(time.time()) + seconds
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(key, "user", user).expire(key, seconds)
+            pipe.hset(logins_of(user), _session_hash(session_id), expires)
+            pipe.expire(logins_of(user), seconds)
+            await pipe.execute()
         return session_id
 
     async def session_user(self, session_id: str) -> str | None:
-        user = await self.client.get(_session_key(session_id))
+        user = await self.client.hget(_session_key(session_id), "user")
         return None if user is None else user.decode()
 
-    async def end_session(self, session_id: str) -> None:
+    async def end_session(self, session_id: str) -> str | None:
+        """Ends a login session; returns its user (None if it had ended already)."""
+        user = await self.session_user(session_id)
         await self.client.delete(_session_key(session_id))
+        if user is not None:
+            await self.client.hdel(logins_of(user), _session_hash(session_id))
+        return user
+
+    async def has_session(self, user: str) -> bool:
+        """Whether any login session of the user is still alive; forgets expired ones."""
+        logins = await self.client.hgetall(logins_of(user))
+        now = time.time()
+        expired = [h for h, expires in logins.items() if int(expires) <= now]
+        if expired:
+            await self.client.hdel(logins_of(user), *expired)
+        return len(expired) < len(logins)
 
     # --- rapid step tests -------------------------------------------------------------
     async def add_test(
         self, customer: dict, start_ms: int, stop_ms: int
-    ) -> tuple[dict, Risk | None]:
-        """Store a finished test; returns it and the customer's new risk (or None)."""
+    ) -> tuple[dict, Risk | None, bool]:
+        """Store a finished test; returns it, the customer's risk (or None) and whether it
+        is new. The same test again (customer, start, stop) is the same member of the
+        sorted set: stored once, remembered once, so memory and Redis agree."""
         if stop_ms <= start_ms:
             raise InvalidInput("A test must stop after it starts.")
         test = {
@@ -185,9 +251,10 @@ class Store:
             "totalSteps": TOTAL_STEPS,
             "customer": customer,
         }
-        await self.client.zadd(RAPID_STEP_TEST, {_dumps(test): 0})
-        self._remember(customer["email"], test)
-        return test, risk_score(self.durations[customer["email"]])
+        added = await self.client.zadd(RAPID_STEP_TEST, {_dumps(test): 0})
+        if added:
+            self._remember(customer["email"], test)
+        return test, risk_score(self.durations.get(customer["email"], ())), bool(added)
 
     async def ensure_keys(self, admin_email: str | None, admin_password: str | None) -> str | None:
         """`Customer` and `User` exist after start (the user's flow checks `keys *`); the
@@ -196,6 +263,7 @@ class Store:
         Returns a generated first-user password when it had to create one.
         """
         generated = None
+        await self.claim_user_emails()
         if admin_email and admin_password and not await self.user(admin_email):
             await self.add_user("admin", admin_email, validation.password(admin_password))
         if not await self.client.exists(USER):
@@ -206,7 +274,7 @@ class Store:
         if owner is None and (generated or not await self.client.exists(CUSTOMER)):
             owner = "admin@stedi.test"
         if owner and not await self.client.hexists(CUSTOMER_OWNER, SAMPLE_CUSTOMER["email"]):
-            await self.save_customers(owner, [SAMPLE_CUSTOMER])
+            await self.save_customers(owner, [SAMPLE_CUSTOMER], quota=False)
         await self.adopt_unowned_customers(owner or admin_email or "admin@stedi.test")
         return generated
 

@@ -32,19 +32,20 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from stedi.app import validation
+from stedi.app.devices import DEVICE_COOKIE, DEVICE_SECONDS, DeviceCookies
+from stedi.app.hashing import Busy
 from stedi.app.kafka_io import GRAPH_ROUND, RiskFeed, RiskPublisher
 from stedi.app.limits import (
-    LOGIN_FAILURES_PER_ACCOUNT,
-    LOGIN_FAILURES_PER_CLIENT,
-    LOGIN_WINDOW_SECONDS,
     MAX_STREAMS,
     BodyLimit,
     LoginLimiter,
+    LoginLimits,
+    SecurityHeaders,
 )
 from stedi.app.quality import RiskQuality
 from stedi.app.risk import Risk, risk_event
 from stedi.app.simulator import Simulations, TooManySimulations
-from stedi.app.store import Store
+from stedi.app.store import CustomerQuota, Store
 from stedi.app.validation import InvalidInput
 from stedi.config import Settings
 
@@ -137,7 +138,15 @@ def login_required(handler):
 
 
 def client_address(request: Request) -> str:
+    """The socket's peer; uvicorn puts X-Forwarded-For's there only when the peer is
+    STEDI_TRUSTED_PROXY (see __main__), so a client cannot make an address up."""
     return request.client.host if request.client else "unknown"
+
+
+def wait_message(what: str, settings: Settings) -> str:
+    seconds = settings.login_window_seconds
+    wait = f"{seconds // 60} minutes" if seconds >= 120 else f"{seconds} seconds"
+    return f"Too many {what}: wait {wait}, then try again."
 
 
 async def login_page(request: Request):
@@ -149,22 +158,37 @@ async def login_page(request: Request):
     email, password = form.get("email", "").strip(), form.get("password", "")
     if len(email) > validation.MAX_EMAIL or len(password) > validation.MAX_PASSWORD:
         return page(request, "login.html", 400, error="Wrong email or password.")
-    limits = request.app.state.login_limits
-    account, client = email.lower(), client_address(request)
-    if limits["account"].blocked(account) or limits["client"].blocked(client):
-        minutes = LOGIN_WINDOW_SECONDS // 60
-        message = f"Too many failed logins: wait {minutes} minutes, then try again."
+    state, settings = request.app.state, request.app.state.settings
+    limits: LoginLimits = state.login_limits
+    account = email.lower()
+    device = state.devices.device(request.cookies.get(DEVICE_COOKIE), account)
+    # Counted now, before the awaited check: a burst cannot run more checks than the limit.
+    reserved = limits.reserve(account, client_address(request), device)
+    if reserved is None:
+        message = wait_message("failed logins", settings)
         return page(request, "login.html", 429, error=message, email=email)
-    if not await request.app.state.store.check_password(email, password):
-        limits["account"].failed(account)
-        limits["client"].failed(client)
-        return page(request, "login.html", 401, error="Wrong email or password.", email=email)
-    limits["account"].succeeded(account)
-    settings = request.app.state.settings
-    session_id = await request.app.state.store.new_session(email, settings.session_seconds)
+    try:
+        if not await state.store.check_password(email, password):
+            return page(request, "login.html", 401, error="Wrong email or password.", email=email)
+        session_id = await state.store.new_session(email, settings.session_seconds)
+    except BaseException:
+        limits.refund(reserved)  # never checked (argon2 busy, Redis away): not a failure
+        raise
+    limits.refund(reserved)
     request.session.clear()  # a fresh session (and CSRF token) at login
     request.session.update(sid=session_id, since=int(time.time()))
-    return RedirectResponse("/timer", status_code=303)
+    response = RedirectResponse("/timer", status_code=303)
+    if device is None:  # this browser now knows the password: limited on its own from now
+        response.set_cookie(
+            DEVICE_COOKIE,
+            state.devices.issue(account),
+            max_age=DEVICE_SECONDS,
+            path="/login",
+            secure=settings.secure_cookies,
+            httponly=True,
+            samesite="strict",
+        )
+    return response
 
 
 async def signup_page(request: Request):
@@ -174,10 +198,16 @@ async def signup_page(request: Request):
     if not csrf_ok(request, form.get("csrf")):
         return page(request, "signup.html", 403, error="Your form expired: please try again.")
     try:
-        await request.app.state.store.add_user(*validation.signup(form))
+        fields = validation.signup(form)
     except InvalidInput as exc:
         shown = form.get("email", "")[: validation.MAX_EMAIL]
         return page(request, "signup.html", 400, error=str(exc), email=shown)
+    if not request.app.state.signup_limit.reserve(client_address(request)):
+        message = wait_message("sign-ups", request.app.state.settings)
+        return page(request, "signup.html", 429, error=message, email=fields[1])
+    # The same answer, after the same argon2 hash, whether or not the email was free:
+    # the page does not tell who has an account.
+    await request.app.state.store.add_user(*fields)
     return RedirectResponse("/login?created=1", status_code=303)
 
 
@@ -187,6 +217,8 @@ async def logout(request: Request):
     await request.app.state.store.end_session(session_id)
     request.app.state.feed.end_session(session_id)
     request.session.clear()
+    # The owner's last session gone: their simulation ends with it.
+    await request.app.state.simulations.end_if_unattended(request.state.user)
     return RedirectResponse("/login", status_code=303)
 
 
@@ -210,9 +242,10 @@ async def new_customer_page(request: Request):
     try:
         customer = validation.customer(form)
         await request.app.state.store.add_customer(request.state.user, customer)
-    except InvalidInput as exc:
+    except (InvalidInput, CustomerQuota) as exc:
         shown = {k: v[: validation.MAX_EMAIL] for k, v in form.items() if k != "csrf"}
-        return page(request, "customer.html", 400, error=str(exc), form=shown)
+        status = 403 if isinstance(exc, CustomerQuota) else 400
+        return page(request, "customer.html", status, error=str(exc), form=shown)
     return page(request, "customer.html", created=customer, form={})
 
 
@@ -278,11 +311,15 @@ async def api_tests(request: Request):
     if customer is None:
         raise HTTPException(404, "No such customer among yours: create the customer first.")
     start, stop = validation.test_times(body, int(time.time() * 1000))
-    test, risk = await store.add_test(customer, start, stop)
+    test, risk, new = await store.add_test(customer, start, stop)
     score = None if risk is None else risk.score
-    log.info("test stored for %s (%d ms), risk score %s", customer["email"], stop - start, score)
-    if risk is not None:
-        request.app.state.publish_risk(customer["email"], risk)
+    if new:
+        log.info(
+            "test stored for %s (%d ms), risk score %s", customer["email"], stop - start, score
+        )
+        if risk is not None:
+            request.app.state.publish_risk(customer["email"], risk)
+    # A test posted again (a retry, a double click) gets the same answer and changes nothing.
     return JSONResponse({"test": test, "score": score}, status_code=201)
 
 
@@ -390,6 +427,16 @@ async def too_many_simulations(request: Request, exc: TooManySimulations):
     return error_response(request, 429, str(exc))
 
 
+async def customer_quota(request: Request, exc: CustomerQuota):
+    return error_response(request, 403, str(exc))
+
+
+async def hashing_busy(request: Request, exc: Busy):
+    response = error_response(request, 503, str(exc))
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 async def redis_down(request: Request, exc: RedisError):
     log.warning("Redis error on %s: %s", request.url.path, exc)
     message = "Redis is unavailable right now; the app retries. Try again in a moment."
@@ -399,6 +446,7 @@ async def redis_down(request: Request, exc: RedisError):
 # --- the app ---------------------------------------------------------------------------------
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
+    secret = settings.secret_key or secrets.token_urlsafe(32)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -408,7 +456,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             password=settings.redis_password,
             socket_timeout=5,
         )
-        store = Store(client)
+        store = Store(client, customers_per_user=settings.customers_per_user)
         publisher = RiskPublisher(settings.kafka_bootstrap_servers, settings.events_topic)
         feed = RiskFeed(
             settings.kafka_bootstrap_servers, settings.risk_topic, settings.stream_buffer
@@ -419,19 +467,23 @@ def create_app(settings: Settings | None = None) -> Starlette:
         def publish_risk(email: str, risk: Risk) -> None:
             publisher.publish(*risk_event(email, risk))
 
-        simulations = Simulations(store, publish_risk, speed=settings.sim_speed)
+        simulations = Simulations(
+            store, publish_risk, speed=settings.sim_speed, max_seconds=settings.sim_max_seconds
+        )
         app.state.settings, app.state.store, app.state.simulations = settings, store, simulations
         app.state.publisher, app.state.feed = publisher, feed
         app.state.publish_risk = publish_risk
-        app.state.login_limits = {
-            "account": LoginLimiter(LOGIN_FAILURES_PER_ACCOUNT),
-            "client": LoginLimiter(LOGIN_FAILURES_PER_CLIENT),
-        }
+        app.state.login_limits = LoginLimits(settings.login_window_seconds)
+        app.state.signup_limit = LoginLimiter(
+            settings.signups_per_client, settings.login_window_seconds
+        )
+        app.state.devices = DeviceCookies(secret)
         # In the background: the app serves (and says Redis is down) while Redis is away.
         prepare_task = asyncio.create_task(
             prepare_redis(store, settings, simulations), name="prepare-redis"
         )
         publisher_task = asyncio.create_task(publisher.run(), name="risk-publisher")
+        reaper_task = asyncio.create_task(simulations.reap_forever(), name="simulation-reaper")
         feed.start()
         quality.start()
         log.info(
@@ -441,8 +493,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         yield
         # First, so it cannot start a simulation while the others stop.
-        prepare_task.cancel()
-        await asyncio.wait([prepare_task])
+        for task in (prepare_task, reaper_task):
+            task.cancel()
+        await asyncio.wait([prepare_task, reaper_task])
         await simulations.stop_all()
         publisher_task.cancel()
         feed.close()
@@ -468,15 +521,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/static/vendor/chart.umd.min.js", chart_js),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    secret = settings.secret_key or secrets.token_urlsafe(32)
     middleware = [
-        Middleware(BodyLimit),  # outermost: no byte over the limit reaches a parser
+        Middleware(SecurityHeaders),  # outermost: on every answer, the 413s included
+        Middleware(BodyLimit),  # no byte over the limit reaches a parser
         Middleware(
             SessionMiddleware,
             secret_key=secret,
             max_age=settings.session_seconds,
             same_site="strict",
             session_cookie="stedi_session",
+            https_only=settings.secure_cookies,
         ),
     ]
     return Starlette(
@@ -487,6 +541,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             InvalidInput: invalid_input,
             HTTPException: http_error,
             TooManySimulations: too_many_simulations,
+            CustomerQuota: customer_quota,
+            Busy: hashing_busy,
             RedisError: redis_down,
         },
     )
@@ -511,4 +567,4 @@ async def prepare_redis(store: Store, settings: Settings, simulations: Simulatio
             generated,
         )
     if settings.simulate:
-        simulations.of(settings.admin_user or "admin@stedi.test").start()
+        simulations.start_operator(settings.admin_user or "admin@stedi.test")

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import random
+import re
 import threading
 from datetime import date
 from types import SimpleNamespace
@@ -140,8 +141,9 @@ def test_simulated_emails_never_run_out_once_every_pool_name_is_taken():
     taken = {f"{f}.{l}@test.com" for f in FIRST_NAMES for l in LAST_NAMES}  # noqa: E741
     taken |= {f"Sarah.Mitra{n}@test.com" for n in range(2, 500)}
     assert len(taken) > 1500
-    assert unused_email("Sarah", "Mitra", taken) == "Sarah.Mitra500@test.com"
     rng = random.Random(3)
+    email = unused_email("Sarah", "Mitra", taken, rng)
+    assert re.fullmatch(r"Sarah\.Mitra\d+@test\.com", email) and email not in taken
     emails = []
     for _ in range(40):  # 1,200 more customers than the pools hold
         emails += [c["email"] for c in new_customers(taken, rng)]
@@ -220,17 +222,14 @@ class SlowStore:
     def __init__(self):
         self.writing, self.written = asyncio.Event(), []
 
-    async def customer_emails(self):
-        return set()
-
-    async def save_customers(self, owner, customers):
+    async def save_customers(self, owner, customers, quota=True):
         return customers[:1]
 
     async def add_test(self, customer, start, stop):
         self.writing.set()
         await self.write()
         self.written.append(customer["email"])
-        return {}, Risk(score=1.5, risk_date_ms=1_796_000_000_000)
+        return {}, Risk(score=1.5, risk_date_ms=1_796_000_000_000), True
 
     async def write(self):
         """The write itself, after the simulator sees it started."""

@@ -142,10 +142,7 @@ class FakeStore:
     def __init__(self, clock):
         self.saved, self.tests, self.clock, self.test_times = [], {}, clock, []
 
-    async def customer_emails(self):
-        return set()
-
-    async def save_customers(self, owner, customers):
+    async def save_customers(self, owner, customers, quota=True):
         self.saved.extend(customers)
         return customers
 
@@ -153,7 +150,7 @@ class FakeStore:
         self.test_times.append((customer["email"], self.clock()))
         history = self.tests.setdefault(customer["email"], [])
         history.append(StepTest(stop, stop - start))
-        return {}, risk_score(history)
+        return {}, risk_score(history), True
 
 
 def run_simulator(speed: float, tests: int):

@@ -1,0 +1,149 @@
+"""The app's guards against abuse, in-process: login reservations and device cookies, the
+bounded argon2 queue, simulations that end, uniform sign-ups, headers and cookies."""
+
+import asyncio
+import dataclasses
+import time
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from stedi.app import store as store_module
+from stedi.app.devices import DeviceCookies
+from stedi.app.hashing import BoundedPool
+from stedi.app.limits import LOGIN_FAILURES_PER_ACCOUNT, SECURITY_HEADERS, LoginLimits
+from stedi.app.simulator import Simulations
+from stedi.app.store import Store
+from stedi.app.web import create_app
+from stedi.config import Settings
+
+
+def test_attempts_are_counted_before_the_check_and_refunded_on_success():
+    limits = LoginLimits(window=60)
+    held = [limits.reserve("a@x.io", "10.0.0.1", None) for _ in range(10)]
+    assert sum(r is not None for r in held) == LOGIN_FAILURES_PER_ACCOUNT  # none checked yet
+    limits.refund(held[0])  # the first one succeeded
+    assert limits.reserve("a@x.io", "10.0.0.1", None) is not None
+    assert limits.reserve("a@x.io", "10.0.0.1", None) is None
+
+
+def test_a_known_device_keeps_its_own_attempts_while_unknown_clients_are_locked_out():
+    limits = LoginLimits(window=60)
+    while limits.reserve("a@x.io", "10.0.0.1", None) is not None:
+        pass  # someone else used up the account's and the address's attempts
+    assert limits.reserve("a@x.io", "10.0.0.1", "device-1") is not None
+    for _ in range(LOGIN_FAILURES_PER_ACCOUNT - 1):
+        limits.reserve("a@x.io", "10.0.0.1", "device-1")
+    assert limits.reserve("a@x.io", "10.0.0.1", "device-1") is None  # guessing stays slow
+    assert limits.reserve("a@x.io", "10.0.0.1", "device-2") is not None
+
+
+def test_a_device_cookie_counts_only_for_its_account_and_only_when_signed_by_us():
+    cookies = DeviceCookies("secret")
+    cookie = cookies.issue("a@x.io")
+    assert cookies.device(cookie, "a@x.io")
+    assert cookies.device(cookie, "b@x.io") is None
+    assert cookies.device(cookie[:-2] + "xx", "a@x.io") is None
+    assert DeviceCookies("another secret").device(cookie, "a@x.io") is None
+    assert cookies.device(None, "a@x.io") is None
+    expired = DeviceCookies("secret", max_age=-1)
+    assert expired.device(cookie, "a@x.io") is None
+
+
+def test_the_argon2_pool_refuses_at_once_beyond_its_queue():
+    pool = BoundedPool(workers=1, queue=2)
+
+    async def scenario():
+        results = await asyncio.gather(
+            *(pool.run(time.sleep, 0.05) for _ in range(5)), return_exceptions=True
+        )
+        return [type(r).__name__ for r in results]
+
+    started = time.monotonic()
+    assert asyncio.run(scenario()) == ["NoneType"] * 3 + ["Busy"] * 2
+    assert time.monotonic() - started < 1
+    assert pool.pending == 0
+
+
+class SessionStore:
+    """What Simulations asks a store: customers are created, sessions are looked up."""
+
+    def __init__(self):
+        self.logged_in: set[str] = set()
+
+    async def save_customers(self, owner, customers, quota=True):
+        return customers
+
+    async def add_test(self, customer, start, stop):
+        return {}, None, True
+
+    async def has_session(self, owner):
+        return owner in self.logged_in
+
+
+def test_a_simulation_ends_with_its_owners_last_session_and_after_its_run_time():
+    async def scenario():
+        store = SessionStore()
+        simulations = Simulations(store, lambda email, risk: None, speed=1, max_seconds=60)
+        store.logged_in |= {"stays@x.io", "leaves@x.io", "long@x.io"}
+        for owner in store.logged_in:
+            await simulations.activate(owner)
+        simulations.start_operator("operator@x.io")  # STEDI_SIMULATE's: neither limit
+        await asyncio.sleep(0)
+        store.logged_in.discard("leaves@x.io")
+        simulations.of("long@x.io").started -= 61
+        simulations.of("operator@x.io").started -= 61
+        await simulations.reap()
+        running = {o for o, s in simulations.by_owner.items() if s.running}
+        await simulations.stop_all()
+        return running
+
+    assert asyncio.run(scenario()) == {"stays@x.io", "operator@x.io"}
+
+
+class UserRedis:
+    """The Redis commands add_user sends."""
+
+    def __init__(self, taken: set[str]):
+        self.claimed, self.users = set(taken), []
+
+    async def hsetnx(self, key, field, value):
+        if field in self.claimed:
+            return 0
+        self.claimed.add(field)
+        return 1
+
+    async def zadd(self, key, members):
+        self.users += list(members)
+
+
+def test_a_sign_up_costs_one_hash_whether_or_not_the_email_is_taken(monkeypatch):
+    hashed = []
+    monkeypatch.setattr(store_module, "_hasher", SimpleNamespace(hash=lambda p: hashed.append(p)))
+    store = Store(UserRedis(taken={"old@x.io"}))
+
+    async def scenario():
+        return [
+            await store.add_user("Old", "old@x.io", "password 1"),
+            await store.add_user("New", "new@x.io", "password 2"),
+        ]
+
+    assert asyncio.run(scenario()) == [False, True]
+    assert hashed == ["password 1", "password 2"] and len(store.client.users) == 1
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_pages_carry_the_security_headers_and_the_cookie_is_secure_when_set(secure):
+    app = create_app(dataclasses.replace(Settings(), secure_cookies=secure))
+
+    async def answers():  # in-process, without the lifespan: no Redis, no Kafka
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://app") as client:
+            return [await client.get(path) for path in ("/login", "/signup", "/no-such-page")]
+
+    responses = asyncio.run(answers())
+    for response in responses:
+        assert {k: response.headers.get(k) for k in SECURITY_HEADERS} == SECURITY_HEADERS
+    cookie = responses[0].headers["set-cookie"]
+    assert cookie.startswith("stedi_session=") and ("; secure" in cookie.lower()) is secure
