@@ -199,6 +199,9 @@ def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
         .option("kafka.bootstrap.servers", settings.bootstrap_servers)
         .option("subscribe", settings.topic)
         .option("startingOffsets", starting_offsets_for(settings.topic, settings.starting_offsets))
+        # Spark's cached consumer may hold a fetch the broker keeps open for want of new
+        # data; the next batch waits for it. 500 ms by default, a floor under every batch.
+        .option("kafka.fetch.max.wait.ms", "50")
         .load()
     )
 

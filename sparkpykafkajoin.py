@@ -455,6 +455,9 @@ def read_kafka(spark: SparkSession, topic: str, settings: Settings) -> DataFrame
         .option("subscribe", topic)
         .option("startingOffsets", starting_offsets_for(topic, settings.starting_offsets))
         .option("failOnDataLoss", "true")
+        # Spark's cached consumer may hold a fetch the broker keeps open for want of new
+        # data; the next batch waits for it. 500 ms by default, a floor under every batch.
+        .option("kafka.fetch.max.wait.ms", "50")
         .load()
     )
 
