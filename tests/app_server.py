@@ -1,5 +1,8 @@
 """Runs the STEDI app (python -m stedi.app) as a real server process for tests, and
-the HTTP steps app tests share (log in, sign up, CSRF tokens, stored data)."""
+the HTTP steps app tests share (log in, sign up, CSRF tokens, stored data).
+
+The steps take an app with a `client()` method: this AppServer, or the in-process
+app of tests/app_in_process.py."""
 
 from __future__ import annotations
 
@@ -62,6 +65,10 @@ class AppServer:
         self.stop()
         raise RuntimeError(f"the app did not answer /health:\n{log_path.read_text()}")
 
+    def client(self) -> httpx.Client:
+        """A browser of its own (cookies) on this server; redirects are not followed."""
+        return httpx.Client(base_url=self.url, timeout=10)
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -86,8 +93,13 @@ def csrf_of(html: str) -> str:
     return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
 
 
+def form_token(client: httpx.Client, path: str) -> str:
+    """The CSRF token of the form page at `path`."""
+    return csrf_of(client.get(path).text)
+
+
 def log_in(app, email: str, password: str) -> tuple[httpx.Client, str]:
-    client = httpx.Client(base_url=app.url, timeout=10)
+    client = app.client()
     token = csrf_of(client.get("/login").text)
     response = client.post("/login", data={"email": email, "password": password, "csrf": token})
     assert response.status_code == 303 and response.headers["location"] == "/timer"
@@ -101,7 +113,7 @@ def logged_in(app) -> tuple[httpx.Client, str]:
 def new_user(app) -> tuple[httpx.Client, str, str]:
     """A fresh account, signed up and logged in: (client, CSRF token, email)."""
     email, password = f"user.{uuid.uuid4().hex[:10]}@test.com", "a long enough password"
-    client = httpx.Client(base_url=app.url, timeout=10)
+    client = app.client()
     token = csrf_of(client.get("/signup").text)
     fields = {"userName": "Tess", "email": email, "password": password, "csrf": token}
     assert client.post("/signup", data=fields).status_code == 303
