@@ -7,9 +7,21 @@ import json
 import uuid
 from datetime import date, timedelta
 
+import fakeredis
 import pytest
 
-from tests.app_in_process import app_in_process
+from stedi.app.services import Services
+from stedi.app.store import Store
+from stedi.app.web import create_app
+from stedi.config import Settings
+from tests.app_in_process import (
+    NO_KAFKA,
+    QuietFeed,
+    QuietQuality,
+    SentScores,
+    TestClient,
+    app_in_process,
+)
 from tests.app_server import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -357,3 +369,38 @@ def test_after_logout_the_old_cookie_is_refused(app):
     assert page.status_code == 303 and page.headers["location"] == "/login"
     refused = copied.post("/api/customers", json=a_customer(), headers={"X-CSRF-Token": token})
     assert refused.status_code == 401
+
+
+# --- shutdown ---------------------------------------------------------------------------------
+def test_shutdown_closes_every_service_even_when_one_close_fails():
+    closed = []
+
+    class FailingFeed(QuietFeed):
+        def close(self):
+            closed.append("feed")
+            raise RuntimeError("the feed failed to close")
+
+    class Quality(QuietQuality):
+        def close(self):
+            closed.append("quality")
+
+    class Publisher(SentScores):
+        def close(self):
+            closed.append("publisher")
+
+    class Redis(fakeredis.FakeAsyncRedis):
+        async def aclose(self):
+            closed.append("redis")
+
+    client = Redis()
+    services = Services(
+        redis=client,
+        store=Store(client),
+        publisher=Publisher("events"),
+        feed=FailingFeed(NO_KAFKA, "risk"),
+        quality=Quality(NO_KAFKA, "quality"),
+    )
+    with pytest.raises(RuntimeError, match="the feed failed to close"):
+        with TestClient(create_app(Settings(), services)) as test_client:
+            assert test_client.get("/health").status_code == 200
+    assert closed == ["feed", "quality", "publisher", "redis"]
