@@ -1,4 +1,4 @@
-"""Redis write commands as the records of topic `redis-server` (STEDI-SPEC.md).
+"""Redis write commands as the records of topic `redis-server` (docs/formats.md).
 
 The original connector serialised Java command objects with Jackson; the field
 names, their order and the base64 encoding of keys and members are kept byte for
