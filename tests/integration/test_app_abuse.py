@@ -12,7 +12,6 @@ import pytest
 from tests.app_server import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
-    AppServer,
     form_token,
     log_in,
 )
@@ -21,11 +20,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def fresh_app(stack, tmp_path):
+def fresh_app(stack, start_app):
     """An app of its own: the login counters start at zero."""
-    server = AppServer({}, tmp_path / "app.log")
-    yield server
-    server.stop()
+    return start_app()
 
 
 class Probe(threading.Thread):

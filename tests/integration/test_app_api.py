@@ -16,20 +16,12 @@ from tests.app_server import (
     new_user,
     stored,
 )
-from tests.stack_support import TopicReader, create_topics
+from tests.stack_support import TopicReader
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def app(stack, tmp_path_factory):
-    events_topic = f"stedi-events-app-{uuid.uuid4().hex[:8]}"
-    create_topics(stack, events_topic)
-    log = tmp_path_factory.mktemp("app") / "app.log"
-    server = AppServer({"STEDI_EVENTS_TOPIC": events_topic}, log)
-    server.events_topic = events_topic
-    yield server
-    server.stop()
+APP_ENV = {"STEDI_EVENTS_TOPIC": f"stedi-events-app-{uuid.uuid4().hex[:8]}"}
 
 
 def test_the_fourth_test_publishes_the_risk_score_to_stedi_events(app, stack, unique, redis_client):
@@ -39,7 +31,7 @@ def test_the_fourth_test_publishes_the_risk_score_to_stedi_events(app, stack, un
     customer = {"customerName": "Rita Risk", "email": email, "phone": "8015551212",
                 "birthDay": "1955-01-01"}  # fmt: skip
     client.post("/api/customers", json=customer, headers=headers)
-    reader = TopicReader(stack, app.events_topic)
+    reader = TopicReader(stack, app.env["STEDI_EVENTS_TOPIC"])
     scores = []
     # Stops 10 minutes apart in the last hour; the newest test arrives before the third
     # (a late upload).
