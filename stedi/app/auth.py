@@ -12,7 +12,7 @@ import hmac
 import time
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from stedi.app import validation
 from stedi.app.devices import DEVICE_COOKIE, DEVICE_SECONDS
@@ -71,12 +71,21 @@ def wait_message(what: str, settings: Settings) -> str:
     return f"Too many {what}: wait {wait}, then try again."
 
 
-async def login_page(request: Request):
+async def form_of_our_page(request: Request, template: str) -> tuple[dict, Response | None]:
+    """The posted form, or the answer instead: the page for a GET, the page again (403)
+    when the form's CSRF token is not the session's."""
     if request.method == "GET":
-        return page(request, "login.html")
+        return {}, page(request, template)
     form = await read_form(request)
-    if not csrf_ok(request, form.get("csrf")):
-        return page(request, "login.html", 403, error="Your form expired: please try again.")
+    if csrf_ok(request, form.get("csrf")):
+        return form, None
+    return form, page(request, template, 403, error="Your form expired: please try again.")
+
+
+async def login_page(request: Request):
+    form, answer = await form_of_our_page(request, "login.html")
+    if answer is not None:
+        return answer
     email, password = form.get("email", "").strip(), form.get("password", "")
     if len(email) > validation.MAX_EMAIL or len(password) > validation.MAX_PASSWORD:
         return page(request, "login.html", 400, error="Wrong email or password.")
@@ -114,11 +123,9 @@ async def login_page(request: Request):
 
 
 async def signup_page(request: Request):
-    if request.method == "GET":
-        return page(request, "signup.html")
-    form = await read_form(request)
-    if not csrf_ok(request, form.get("csrf")):
-        return page(request, "signup.html", 403, error="Your form expired: please try again.")
+    form, answer = await form_of_our_page(request, "signup.html")
+    if answer is not None:
+        return answer
     try:
         fields = validation.signup(form)
     except InvalidInput as exc:
