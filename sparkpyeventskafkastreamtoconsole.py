@@ -36,6 +36,7 @@ APP_NAME = "stedi-risk-events"
 QUERY_NAME = "risk-events-console"
 
 
+# A copy, as in the customers, join and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
@@ -60,8 +61,9 @@ class Settings:
     )
 
 
-# --- wire formats (STEDI-SPEC.md), never inferred -------------------------------------------
+# --- wire formats (docs/formats.md), never inferred -----------------------------------------
 # A record of `stedi-events`; `score` may be an integer or a decimal JSON number.
+# A copy, as in the join and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 RISK_EVENT_SCHEMA = StructType(
     [
         StructField("customer", StringType()),
@@ -70,30 +72,37 @@ RISK_EVENT_SCHEMA = StructType(
     ]
 )
 
+# A copy, as in the customers, join and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 # An ISO-8601 instant with a four-digit year (the app writes 2020-09-14T07:54:06.417Z);
 # Spark's lenient parser alone would also take "-1000" or "2020" as a time.
+# A copy, as in the join script: tests/unit/test_scripts_standalone.py keeps them equal.
 ISO_INSTANT_PATTERN = r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d{1,9})?)?(Z|[+-]\d\d:?\d\d)$"
 
 
 # --- decoding: pure DataFrame -> DataFrame, built-in functions only -------------------------
+# A copy, as in the customers, join and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def _text(binary: Column) -> Column:
     """Bytes as text; null when they are not valid UTF-8."""
     return F.try_validate_utf8(binary.cast("string"))
 
 
+# A copy, as in the customers and join scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def _is_json_object(text: Column) -> Column:
     return F.json_object_keys(text).isNotNull()
 
 
+# A copy, as in the customers, join and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def _is_email(text: Column) -> Column:
     return F.coalesce(text.rlike(EMAIL_PATTERN), F.lit(False))
 
 
+# A copy, as in the join script: tests/unit/test_scripts_standalone.py keeps them equal.
 def _is_finite(number: Column) -> Column:
     return ~F.isnan(number) & (F.abs(number) != F.lit(float("inf")))
 
 
+# A copy, as in the join script: tests/unit/test_scripts_standalone.py keeps them equal.
 def risk_events(records: DataFrame) -> DataFrame:
     """Every record of `stedi-events`, parsed: its columns, customer, score, riskDate, `problem`."""
     parsed = records.withColumn("text", _text(F.col("value"))).withColumn(
@@ -150,6 +159,7 @@ def session_conf(settings: Settings) -> dict[str, str]:
     }
 
 
+# A copy, as in the customers script: tests/unit/test_scripts_standalone.py keeps them equal.
 def build_session(master: str | None = None) -> SparkSession:
     builder = SparkSession.builder.appName(APP_NAME)
     for key, value in session_conf(Settings()).items():
@@ -161,6 +171,7 @@ def build_session(master: str | None = None) -> SparkSession:
     return spark
 
 
+# A copy, as in the customers, join and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def starting_offsets_for(topic: str, starting_offsets: str) -> str:
     """STEDI_STARTING_OFFSETS for the source of `topic`.
 
@@ -192,6 +203,7 @@ def starting_offsets_for(topic: str, starting_offsets: str) -> str:
     return json.dumps({topic: partitions})
 
 
+# A copy, as in the customers script: tests/unit/test_scripts_standalone.py keeps them equal.
 def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
     """The input topic as a stream; `startingOffsets` applies to a first start only."""
     return (
@@ -206,6 +218,7 @@ def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
     )
 
 
+# A copy, as in the customers script: tests/unit/test_scripts_standalone.py keeps them equal.
 def start(spark: SparkSession, settings: Settings, available_now: bool) -> StreamingQuery:
     writer = (
         console_rows(read_kafka(spark, settings))
@@ -221,6 +234,7 @@ def start(spark: SparkSession, settings: Settings, available_now: bool) -> Strea
     return writer.trigger(processingTime=settings.trigger_interval).start()
 
 
+# A copy, as in the customers script: tests/unit/test_scripts_standalone.py keeps them equal.
 def progress_line(progress: dict) -> str:
     """`[<query>] batch <id>: <n> rows in, <r> rows/s, <ms> ms, <s> state rows, <b> bad records`.
 
@@ -261,6 +275,7 @@ def print_new_batches(query: StreamingQuery, last: int) -> int:
     return max(p["batchId"] for p in news)
 
 
+# A copy, as in the customers and join scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def run(spark: SparkSession, settings: Settings, available_now: bool) -> None:
     """Runs the query, printing one progress line per batch.
 
@@ -294,6 +309,7 @@ def run(spark: SparkSession, settings: Settings, available_now: bool) -> None:
         backoff = min(backoff * 2, 15.0)
 
 
+# A copy, as in the customers script: tests/unit/test_scripts_standalone.py keeps them equal.
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -60,6 +60,7 @@ APP_NAME = "stedi-customer-risk"
 QUERY_NAME = "customer-risk-join"
 
 
+# A copy, as in the customers, risk and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
@@ -94,13 +95,15 @@ class Settings:
     state_store: str = field(default_factory=lambda: _env("STEDI_STATE_STORE", "rocksdb"))
 
 
-# --- wire formats (STEDI-SPEC.md), never inferred -------------------------------------------
+# --- wire formats (docs/formats.md), never inferred -----------------------------------------
 # A record of `redis-server`. Real ZADDs carry the member array twice (`zSetEntries` and
 # `zsetEntries`); only the first is declared, since names differing in case alone are
 # ambiguous in Spark. SET records carry `value` instead of an array.
+# A copy, as in the customers and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 ZSET_ENTRY_SCHEMA = StructType(
     [StructField("element", StringType()), StructField("score", DoubleType())]
 )
+# A copy, as in the customers and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 REDIS_RECORD_SCHEMA = StructType(
     [
         StructField("key", StringType()),
@@ -112,6 +115,7 @@ REDIS_RECORD_SCHEMA = StructType(
     ]
 )
 # A member of the `Customer` sorted set.
+# A copy, as in the customers script: tests/unit/test_scripts_standalone.py keeps them equal.
 CUSTOMER_SCHEMA = StructType(
     [
         StructField("customerName", StringType()),
@@ -121,6 +125,7 @@ CUSTOMER_SCHEMA = StructType(
     ]
 )
 # A record of `stedi-events`; `score` may be an integer or a decimal JSON number.
+# A copy, as in the risk and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 RISK_EVENT_SCHEMA = StructType(
     [
         StructField("customer", StringType()),
@@ -129,37 +134,47 @@ RISK_EVENT_SCHEMA = StructType(
     ]
 )
 
+# A copy, as in the customers script: tests/unit/test_scripts_standalone.py keeps them equal.
 CUSTOMER_KEY = bytearray(b"Customer")
+# A copy, as in the customers, risk and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 # An ISO-8601 instant with a four-digit year (the app writes 2020-09-14T07:54:06.417Z);
 # Spark's lenient parser alone would also take "-1000" or "2020" as a time.
+# A copy, as in the risk script: tests/unit/test_scripts_standalone.py keeps them equal.
 ISO_INSTANT_PATTERN = r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d{1,9})?)?(Z|[+-]\d\d:?\d\d)$"
+# A copy, as in the score script: tests/unit/test_scripts_standalone.py keeps them equal.
 DEAD_LETTER_VALUE_BYTES = 64 * 1024
 
 
 # --- decoding: pure DataFrame -> DataFrame, built-in functions only -------------------------
+# A copy, as in the customers, risk and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def _text(binary: Column) -> Column:
     """Bytes as text; null when they are not valid UTF-8."""
     return F.try_validate_utf8(binary.cast("string"))
 
 
+# A copy, as in the customers script: tests/unit/test_scripts_standalone.py keeps them equal.
 def _base64_text(col: Column) -> Column:
     """Base64 (standard alphabet, padding optional) to UTF-8 text; null when invalid."""
     return _text(F.try_to_binary(col, F.lit("base64")))
 
 
+# A copy, as in the customers and risk scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def _is_json_object(text: Column) -> Column:
     return F.json_object_keys(text).isNotNull()
 
 
+# A copy, as in the customers, risk and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def _is_email(text: Column) -> Column:
     return F.coalesce(text.rlike(EMAIL_PATTERN), F.lit(False))
 
 
+# A copy, as in the risk script: tests/unit/test_scripts_standalone.py keeps them equal.
 def _is_finite(number: Column) -> Column:
     return ~F.isnan(number) & (F.abs(number) != F.lit(float("inf")))
 
 
+# A copy, as in the customers script: tests/unit/test_scripts_standalone.py keeps them equal.
 def customer_members(records: DataFrame) -> DataFrame:
     """One row per member written to the `Customer` sorted set of `redis-server`.
 
@@ -222,6 +237,7 @@ def customer_members(records: DataFrame) -> DataFrame:
     )
 
 
+# A copy, as in the risk script: tests/unit/test_scripts_standalone.py keeps them equal.
 def risk_events(records: DataFrame) -> DataFrame:
     """Every record of `stedi-events`, parsed: its columns, customer, score, riskDate, `problem`."""
     parsed = records.withColumn("text", _text(F.col("value"))).withColumn(
@@ -363,6 +379,7 @@ def pipeline(
 
 
 # --- I/O -----------------------------------------------------------------------------------
+# A copy, as in the score script: tests/unit/test_scripts_standalone.py keeps them equal.
 STATE_STORES = {
     "rocksdb": "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
     "hdfs": "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider",
@@ -412,6 +429,7 @@ def build_session(settings: Settings, master: str | None = None) -> SparkSession
     return spark
 
 
+# A copy, as in the customers, risk and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def starting_offsets_for(topic: str, starting_offsets: str) -> str:
     """STEDI_STARTING_OFFSETS for the source of `topic`.
 
@@ -443,6 +461,7 @@ def starting_offsets_for(topic: str, starting_offsets: str) -> str:
     return json.dumps({topic: partitions})
 
 
+# A copy, as in the score script: tests/unit/test_scripts_standalone.py keeps them equal.
 def read_kafka(spark: SparkSession, topic: str, settings: Settings) -> DataFrame:
     """One input topic; `startingOffsets` applies to a first start only.
 
@@ -533,6 +552,7 @@ def print_new_batches(query: StreamingQuery, last: int) -> int:
     return max(p["batchId"] for p in news)
 
 
+# A copy, as in the customers and risk scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def run(spark: SparkSession, settings: Settings, available_now: bool) -> None:
     """Runs the query, printing one progress line per batch.
 

@@ -45,6 +45,7 @@ APP_NAME = "stedi-redis-customers"
 QUERY_NAME = "redis-customers-console"
 
 
+# A copy, as in the risk, join and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
@@ -69,13 +70,15 @@ class Settings:
     )
 
 
-# --- wire formats (STEDI-SPEC.md), never inferred -------------------------------------------
+# --- wire formats (docs/formats.md), never inferred -----------------------------------------
 # A record of `redis-server`. Real ZADDs carry the member array twice (`zSetEntries` and
 # `zsetEntries`); only the first is declared, since names differing in case alone are
 # ambiguous in Spark. SET records carry `value` instead of an array.
+# A copy, as in the join and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 ZSET_ENTRY_SCHEMA = StructType(
     [StructField("element", StringType()), StructField("score", DoubleType())]
 )
+# A copy, as in the join and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 REDIS_RECORD_SCHEMA = StructType(
     [
         StructField("key", StringType()),
@@ -87,6 +90,7 @@ REDIS_RECORD_SCHEMA = StructType(
     ]
 )
 # A member of the `Customer` sorted set.
+# A copy, as in the join script: tests/unit/test_scripts_standalone.py keeps them equal.
 CUSTOMER_SCHEMA = StructType(
     [
         StructField("customerName", StringType()),
@@ -95,29 +99,36 @@ CUSTOMER_SCHEMA = StructType(
         StructField("birthDay", StringType()),
     ]
 )
+# A copy, as in the join script: tests/unit/test_scripts_standalone.py keeps them equal.
 CUSTOMER_KEY = bytearray(b"Customer")
+# A copy, as in the risk, join and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
 # --- decoding: pure DataFrame -> DataFrame, built-in functions only -------------------------
+# A copy, as in the risk, join and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def _text(binary: Column) -> Column:
     """Bytes as text; null when they are not valid UTF-8."""
     return F.try_validate_utf8(binary.cast("string"))
 
 
+# A copy, as in the join script: tests/unit/test_scripts_standalone.py keeps them equal.
 def _base64_text(col: Column) -> Column:
     """Base64 (standard alphabet, padding optional) to UTF-8 text; null when invalid."""
     return _text(F.try_to_binary(col, F.lit("base64")))
 
 
+# A copy, as in the risk and join scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def _is_json_object(text: Column) -> Column:
     return F.json_object_keys(text).isNotNull()
 
 
+# A copy, as in the risk, join and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def _is_email(text: Column) -> Column:
     return F.coalesce(text.rlike(EMAIL_PATTERN), F.lit(False))
 
 
+# A copy, as in the join script: tests/unit/test_scripts_standalone.py keeps them equal.
 def customer_members(records: DataFrame) -> DataFrame:
     """One row per member written to the `Customer` sorted set of `redis-server`.
 
@@ -208,6 +219,7 @@ def session_conf(settings: Settings) -> dict[str, str]:
     }
 
 
+# A copy, as in the risk script: tests/unit/test_scripts_standalone.py keeps them equal.
 def build_session(master: str | None = None) -> SparkSession:
     builder = SparkSession.builder.appName(APP_NAME)
     for key, value in session_conf(Settings()).items():
@@ -219,6 +231,7 @@ def build_session(master: str | None = None) -> SparkSession:
     return spark
 
 
+# A copy, as in the risk, join and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def starting_offsets_for(topic: str, starting_offsets: str) -> str:
     """STEDI_STARTING_OFFSETS for the source of `topic`.
 
@@ -250,6 +263,7 @@ def starting_offsets_for(topic: str, starting_offsets: str) -> str:
     return json.dumps({topic: partitions})
 
 
+# A copy, as in the risk script: tests/unit/test_scripts_standalone.py keeps them equal.
 def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
     """The input topic as a stream; `startingOffsets` applies to a first start only."""
     return (
@@ -264,6 +278,7 @@ def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
     )
 
 
+# A copy, as in the risk script: tests/unit/test_scripts_standalone.py keeps them equal.
 def start(spark: SparkSession, settings: Settings, available_now: bool) -> StreamingQuery:
     writer = (
         console_rows(read_kafka(spark, settings))
@@ -279,6 +294,7 @@ def start(spark: SparkSession, settings: Settings, available_now: bool) -> Strea
     return writer.trigger(processingTime=settings.trigger_interval).start()
 
 
+# A copy, as in the risk script: tests/unit/test_scripts_standalone.py keeps them equal.
 def progress_line(progress: dict) -> str:
     """`[<query>] batch <id>: <n> rows in, <r> rows/s, <ms> ms, <s> state rows, <b> bad records`.
 
@@ -319,6 +335,7 @@ def print_new_batches(query: StreamingQuery, last: int) -> int:
     return max(p["batchId"] for p in news)
 
 
+# A copy, as in the risk and join scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def run(spark: SparkSession, settings: Settings, available_now: bool) -> None:
     """Runs the query, printing one progress line per batch.
 
@@ -352,6 +369,7 @@ def run(spark: SparkSession, settings: Settings, available_now: bool) -> None:
         backoff = min(backoff * 2, 15.0)
 
 
+# A copy, as in the risk script: tests/unit/test_scripts_standalone.py keeps them equal.
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

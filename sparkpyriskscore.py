@@ -4,7 +4,7 @@ Reads STEDI_REDIS_TOPIC (default `redis-server`) and keeps the ZADDs to the
 `RapidStepTest` sorted set; reads STEDI_EVENTS_TOPIC (default `stedi-events`)
 for the scores the STEDI app published. Per customer (by email) it keeps the
 four most recent tests by stop time and, from the fourth test on, computes the
-score of STEDI-SPEC.md: mean duration of the two tests before minus mean of the
+score of docs/formats.md: mean duration of the two tests before minus mean of the
 two most recent, in seconds, rounded HALF_UP to 2 decimals, never -0.0;
 `riskDate` is the stop time of the most recent test. It writes, from one query:
 
@@ -79,6 +79,7 @@ MIN_TESTS = 4  # a score needs four tests; state keeps no more
 PENDING_LIMIT = 8  # unmatched scores kept per customer and side for the check
 
 
+# A copy, as in the customers, risk and join scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
@@ -130,13 +131,15 @@ class Settings:
     state_store: str = field(default_factory=lambda: _env("STEDI_STATE_STORE", "rocksdb"))
 
 
-# --- wire formats (STEDI-SPEC.md), never inferred -------------------------------------------
+# --- wire formats (docs/formats.md), never inferred -----------------------------------------
 # A record of `redis-server`. Real ZADDs carry the member array twice (`zSetEntries` and
 # `zsetEntries`); only the first is declared, since names differing in case alone are
 # ambiguous in Spark. SET records carry `value` instead of an array.
+# A copy, as in the customers and join scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 ZSET_ENTRY_SCHEMA = StructType(
     [StructField("element", StringType()), StructField("score", DoubleType())]
 )
+# A copy, as in the customers and join scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 REDIS_RECORD_SCHEMA = StructType(
     [
         StructField("key", StringType()),
@@ -168,6 +171,7 @@ STEP_TEST_SCHEMA = StructType(
     ]
 )
 # A record of `stedi-events`; `score` may be an integer or a decimal JSON number.
+# A copy, as in the risk and join scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 RISK_EVENT_SCHEMA = StructType(
     [
         StructField("customer", StringType()),
@@ -211,17 +215,21 @@ SCORE_OUTPUT_SCHEMA = StructType(
 SCORE_STATE_SCHEMA = StructType([StructField("json", StringType())])
 
 RAPID_STEP_TEST_KEY = bytearray(b"RapidStepTest")
+# A copy, as in the customers, risk and join scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# A copy, as in the join script: tests/unit/test_scripts_standalone.py keeps them equal.
 DEAD_LETTER_VALUE_BYTES = 64 * 1024
 RISK_DATE_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
 
 
 # --- decoding: pure DataFrame -> DataFrame, built-in functions only -------------------------
+# A copy, as in the customers, risk and join scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def _text(binary: Column) -> Column:
     """Bytes as text; null when they are not valid UTF-8."""
     return F.try_validate_utf8(binary.cast("string"))
 
 
+# A copy, as in the customers, risk and join scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def _is_email(text: Column) -> Column:
     return F.coalesce(text.rlike(EMAIL_PATTERN), F.lit(False))
 
@@ -586,6 +594,7 @@ def pipeline(test_records: DataFrame, event_records: DataFrame, settings: Settin
 
 
 # --- I/O -----------------------------------------------------------------------------------
+# A copy, as in the join script: tests/unit/test_scripts_standalone.py keeps them equal.
 STATE_STORES = {
     "rocksdb": "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
     "hdfs": "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider",
@@ -624,6 +633,7 @@ def build_session(settings: Settings, master: str | None = None) -> SparkSession
     return spark
 
 
+# A copy, as in the customers, risk and join scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 def starting_offsets_for(topic: str, starting_offsets: str) -> str:
     """STEDI_STARTING_OFFSETS for the source of `topic`.
 
@@ -655,6 +665,7 @@ def starting_offsets_for(topic: str, starting_offsets: str) -> str:
     return json.dumps({topic: partitions})
 
 
+# A copy, as in the join script: tests/unit/test_scripts_standalone.py keeps them equal.
 def read_kafka(spark: SparkSession, topic: str, settings: Settings) -> DataFrame:
     """One input topic; `startingOffsets` applies to a first start only.
 

@@ -39,7 +39,7 @@ def env_float(name: str, default: float) -> float:
 
 @dataclass(frozen=True)
 class Settings:
-    """What the Redis source, the app and the stack read; defaults match DESIGN.md."""
+    """What the Redis source, the app and the stack read (the README's settings table)."""
 
     # KAFKA_BROKER is the original STEDI app's name for it; KAFKA_BOOTSTRAP_SERVERS wins if both.
     kafka_bootstrap_servers: str = field(
@@ -78,7 +78,7 @@ class Settings:
     session_seconds: int = field(default_factory=lambda: env_int("STEDI_SESSION_SECONDS", 8 * 3600))
     # Points a live graph may fall behind before the app ends its stream (the browser reconnects).
     stream_buffer: int = field(default_factory=lambda: env_int("STEDI_STREAM_BUFFER", 1000))
-    # The app's limits (README "The app's limits").
+    # The app's limits (docs/architecture.md, "The app's limits").
     # Failed logins (and sign-ups) are counted in windows of this length.
     login_window_seconds: int = field(
         default_factory=lambda: env_int("STEDI_LOGIN_WINDOW_SECONDS", 300, positive=True)

@@ -1,5 +1,8 @@
 """Runs the STEDI app (python -m stedi.app) as a real server process for tests, and
-the HTTP steps app tests share (log in, sign up, CSRF tokens, stored data)."""
+the HTTP steps app tests share (log in, sign up, CSRF tokens, stored data).
+
+The steps take an app with a `client()` method: this AppServer, or the in-process
+app of tests/app_in_process.py."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import json
 import os
 import re
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -15,7 +17,8 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.background import Background
+
 ADMIN_EMAIL, ADMIN_PASSWORD = "caregiver@test.com", "correct horse battery"
 
 
@@ -32,7 +35,7 @@ class AppServer:
         (503: Redis away). A variable given as None in `env` is unset."""
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
+        self.log_path, self.env = log_path, env
         full_env = {
             **os.environ,
             "STEDI_APP_PORT": str(port),
@@ -41,33 +44,21 @@ class AppServer:
             **env,
         }
         full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset it
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stedi.app"],
-                cwd=ROOT,
-                env=full_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the app exited:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=3).status_code == ready_status:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"the app did not answer /health:\n{log_path.read_text()}")
+        self.process = Background([sys.executable, "-m", "stedi.app"], full_env, log_path)
+        self.process.wait_until(lambda: self._health() == ready_status, 30, "an answer on /health")
+
+    def _health(self) -> int | None:
+        try:
+            return httpx.get(f"{self.url}/health", timeout=3).status_code
+        except httpx.HTTPError:
+            return None
+
+    def client(self) -> httpx.Client:
+        """A browser of its own (cookies) on this server; redirects are not followed."""
+        return httpx.Client(base_url=self.url, timeout=10)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        self.process.stop()
 
 
 # --- what app tests do through HTTP ----------------------------------------------------
@@ -86,8 +77,13 @@ def csrf_of(html: str) -> str:
     return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
 
 
+def form_token(client: httpx.Client, path: str) -> str:
+    """The CSRF token of the form page at `path`."""
+    return csrf_of(client.get(path).text)
+
+
 def log_in(app, email: str, password: str) -> tuple[httpx.Client, str]:
-    client = httpx.Client(base_url=app.url, timeout=10)
+    client = app.client()
     token = csrf_of(client.get("/login").text)
     response = client.post("/login", data={"email": email, "password": password, "csrf": token})
     assert response.status_code == 303 and response.headers["location"] == "/timer"
@@ -101,7 +97,7 @@ def logged_in(app) -> tuple[httpx.Client, str]:
 def new_user(app) -> tuple[httpx.Client, str, str]:
     """A fresh account, signed up and logged in: (client, CSRF token, email)."""
     email, password = f"user.{uuid.uuid4().hex[:10]}@test.com", "a long enough password"
-    client = httpx.Client(base_url=app.url, timeout=10)
+    client = app.client()
     token = csrf_of(client.get("/signup").text)
     fields = {"userName": "Tess", "email": email, "password": password, "csrf": token}
     assert client.post("/signup", data=fields).status_code == 303

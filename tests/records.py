@@ -1,4 +1,4 @@
-"""Builders of wire-format records (STEDI-SPEC.md) and Kafka-shaped DataFrames for tests."""
+"""Builders of wire-format records (docs/formats.md) and Kafka-shaped DataFrames for tests."""
 
 from __future__ import annotations
 

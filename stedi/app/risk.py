@@ -1,4 +1,4 @@
-"""The fall-risk model of STEDI-SPEC.md, pure: shared by manual tests and the simulator.
+"""The fall-risk model of docs/formats.md, pure: shared by manual tests and the simulator.
 
 As the original STEDI app computes it: previous two tests minus recent two, so a
 score above zero means the customer got faster (improved), below zero slower.

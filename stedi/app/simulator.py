@@ -1,4 +1,4 @@
-"""The simulator of STEDI-SPEC.md: 30 new customers per activation, one test every 2 s in turn.
+"""The simulator of docs/formats.md: 30 new customers per activation, one test every 2 s in turn.
 
 Simulated time runs `speed` times faster: a test every 2/speed seconds of real
 time. Test durations are values, not waits, so the speed changes nothing else.

@@ -20,6 +20,7 @@ Readers:
 from __future__ import annotations
 
 import argparse
+import enum
 import json
 import logging
 import os
@@ -40,6 +41,15 @@ def health_path(state_path: str) -> str:
     return f"{base}.health.json"
 
 
+class LinkState(enum.Enum):
+    """Where the source's link to Redis is; the health file shows the value."""
+
+    CONNECTING = "connecting"  # reading where to resume, asking Redis to continue
+    SYNCING = "syncing"  # a full resync: publishing a snapshot of Redis
+    STREAMING = "streaming"  # publishing the replication stream
+    RETRYING = "retrying"  # the last connection failed: waiting to start over
+
+
 class Status:
     """What the source's loop knows about its links; read by the heartbeat thread.
 
@@ -49,7 +59,7 @@ class Status:
 
     def __init__(self, stall_limit: float):
         self.stall_limit = stall_limit
-        self.redis = "connecting"  # connecting | syncing | streaming | retrying
+        self.redis = LinkState.CONNECTING
         self.last_error = ""  # why the last connection ended (Kafka or Redis)
         self.delivery_error = ""  # set while Kafka fails to confirm records
         self.kafka_probe_ok_at = 0.0  # monotonic time of the last answered probe
@@ -64,11 +74,11 @@ class Status:
 
     def verdict(self, now: float | None = None) -> tuple[bool, str]:
         now = time.monotonic() if now is None else now
-        if self.redis == "syncing":
+        if self.redis is LinkState.SYNCING:
             return False, "Redis: full resync in progress (publishing a snapshot)"
-        if self.redis != "streaming":
+        if self.redis is not LinkState.STREAMING:
             detail = f"; last error: {self.last_error}" if self.last_error else ""
-            return False, f"replication stream not established ({self.redis}){detail}"
+            return False, f"replication stream not established ({self.redis.value}){detail}"
         if self.delivery_error:
             return False, f"Kafka: records not confirmed ({self.delivery_error})"
         if now - self.kafka_probe_ok_at > KAFKA_PROBE_MAX_AGE:
@@ -121,7 +131,7 @@ class Heartbeat:
             "heartbeat": time.time(),
             "ready": ok,
             "reason": reason,
-            "redis": self.status.redis,
+            "redis": self.status.redis.value,
             "position": self.status.position,
             "published": self.status.published,
             "deadLetters": self.status.dead_letters,

@@ -42,7 +42,7 @@ from stedi.redis_source.delivery import (
     Outgoing,
     topic_record_limit,
 )
-from stedi.redis_source.health import Heartbeat, Status
+from stedi.redis_source.health import Heartbeat, LinkState, Status
 from stedi.redis_source.records import command_record, set_value, zadd_value
 from stedi.redis_source.replication import ReplicaConnection, SyncResult
 from stedi.redis_source.state import Position, load_state, resume_position, save_state
@@ -51,6 +51,46 @@ log = logging.getLogger("stedi.redis_source")
 
 SNAPSHOT_CHUNK = 500  # snapshot records confirmed at a time
 KAFKA_READ_TIMEOUT_MS = 20000
+
+
+@dataclasses.dataclass(frozen=True)
+class Published:
+    """Where a record of the topic came from in Redis's replication stream, and when."""
+
+    timestamp: int  # Kafka's, in ms: the newest of the partitions' last records wins
+    position: Position
+
+    @classmethod
+    def of(cls, record) -> Published | None:
+        """None for a record the source did not write (no replication headers)."""
+        headers = dict(record.headers or [])
+        if REPLID_HEADER not in headers:
+            return None
+        position = Position(
+            headers[REPLID_HEADER].decode(),
+            int(headers[OFFSET_HEADER]),
+            headers.get(SNAPSHOT_HEADER) == b"1",
+        )
+        return cls(record.timestamp, position)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumePoint:
+    """Where a connection starts: the position to PSYNC from (None: a full resync), and up
+    to which offset of that stream saved positions must stay exact."""
+
+    position: Position | None
+    exact_until: int
+
+
+def resume_point(settings: Settings) -> ResumePoint:
+    """The first phase of a connection: what Kafka holds and the state file remember."""
+    in_kafka = newest_published(settings)
+    position = resume_position(in_kafka, load_state(settings.redis_source_state))
+    # Resuming after a failed delivery: until the stream passes the newest record Kafka
+    # holds, saved positions stay exact (the file must keep winning over the topic).
+    exact_until = in_kafka.offset if position and position.exact else -1
+    return ResumePoint(position, exact_until)
 
 
 def newest_published(settings: Settings) -> Position | None:
@@ -80,21 +120,8 @@ def newest_published(settings: Settings) -> Position | None:
                 tails[tp] = records[-1]
         if wanted - tails.keys():
             raise RuntimeError("could not read the newest records of the topic")
-        positions = []
-        for record in tails.values():
-            headers = dict(record.headers or [])
-            if REPLID_HEADER in headers:
-                positions.append(
-                    (
-                        record.timestamp,
-                        Position(
-                            headers[REPLID_HEADER].decode(),
-                            int(headers[OFFSET_HEADER]),
-                            headers.get(SNAPSHOT_HEADER) == b"1",
-                        ),
-                    )
-                )
-        return max(positions, key=lambda p: p[0])[1] if positions else None
+        published = [p for p in map(Published.of, tails.values()) if p is not None]
+        return max(published, key=lambda p: p.timestamp).position if published else None
     finally:
         consumer.close()
 
@@ -140,6 +167,7 @@ class RedisSource:
         self.status = Status(stall_limit=2 * delivery_s + 90)
         self.published = 0
         self.dead_letters = 0
+        self.confirmed: Position | None = None  # the newest position Kafka has confirmed
 
     def _count(self, delivery: Delivery) -> None:
         """Carry the producer's confirmed counts into the source's totals (and the health file)."""
@@ -190,62 +218,19 @@ class RedisSource:
         return count
 
     def run_once(self) -> None:
-        """One connection's life: resume position, sync, stream until stopped or broken."""
-        status = self.status
-        status.redis = "connecting"
-        in_kafka = newest_published(self.settings)
-        position = resume_position(in_kafka, load_state(self.state_file))
-        # Resuming after a failed delivery: until the stream passes the newest record Kafka
-        # holds, saved positions stay exact (the file must keep winning over the topic).
-        exact_until = in_kafka.offset if position and position.exact else -1
+        """One connection's life, in phases: resume, sync (a snapshot when Redis cannot
+        continue), stream until stopped or broken."""
+        self.status.redis = LinkState.CONNECTING
+        resume = resume_point(self.settings)
         delivery = Delivery(self.settings, topic_record_limit(self.settings))
         link = ReplicaConnection(self.settings.redis_host, self.settings.redis_port, self.password)
-        confirmed = position  # everything up to here is confirmed by Kafka
+        self.confirmed = resume.position  # everything up to here is confirmed by Kafka
         try:
-            if position is None:
-                sync = link.psync(None, None)
-            else:
-                sync = link.psync(position.replid, position.offset)
-            replid, offset = sync.replid, sync.offset
-            if sync.full:
-                status.redis = "syncing"
-                reason = f"cannot continue {position}" if position else "nothing published yet"
-                log.warning("full resync (%s): publishing a snapshot of Redis", reason)
-                count = self._snapshot(delivery, link, sync)
-                log.warning("full resync done: %d records published from the snapshot", count)
-            else:
-                log.info("continuing replication %s after offset %d", replid, offset)
-            if sync.full:
-                exact_until = -1  # a new stream: the snapshot republished everything
-            confirmed = saved = Position(replid, offset, exact=offset < exact_until)
-            save_state(self.state_file, confirmed)
-            status.redis, status.last_error, status.delivery_error = "streaming", "", ""
-            last_report = saved_at = time.monotonic()
-            while not self.stop_event.is_set():
-                status.position = f"{replid}@{offset}"
-                status.progress()
-                for argv, size in link.read_commands():
-                    offset += size
-                    record = command_record(argv)
-                    if record is not None:
-                        command = argv[0].upper().decode(errors="replace")
-                        delivery.send(Outgoing(record[0], record[1], command, replid, offset))
-                delivery.confirm()  # raises DeliveryError: nothing below runs then
-                self._count(delivery)
-                status.delivery_error = ""
-                confirmed = Position(replid, offset, exact=offset < exact_until)
-                link.ack(offset)
-                # Saved once a second, not per batch (an fsync each): Kafka's newest record
-                # is the truth of what was published, the file only has to catch up.
-                if confirmed != saved and time.monotonic() - saved_at >= 1.0:
-                    save_state(self.state_file, confirmed)
-                    saved, saved_at = confirmed, time.monotonic()
-                if time.monotonic() - last_report >= 30:
-                    log.info("%d records published so far, offset %d", self.published, offset)
-                    last_report = time.monotonic()
-            save_state(self.state_file, confirmed)  # stopped: everything confirmed is saved
+            start = self._sync(link, delivery, resume)
+            self._stream(link, delivery, start)
         except DeliveryError as exc:
-            status.delivery_error = str(exc)
+            self.status.delivery_error = str(exc)
+            confirmed = self.confirmed
             if confirmed is not None:
                 # What Kafka stored after `confirmed` may have gaps: resume exactly here.
                 save_state(self.state_file, dataclasses.replace(confirmed, exact=True))
@@ -254,6 +239,62 @@ class RedisSource:
         finally:
             link.close()
             delivery.close()
+
+    def _sync(
+        self, link: ReplicaConnection, delivery: Delivery, resume: ResumePoint
+    ) -> ResumePoint:
+        """PSYNC from the resume point; after a full resync, publish the snapshot first.
+
+        Returns where the stream starts, which is saved and confirmed by then."""
+        position = resume.position
+        if position is None:
+            sync = link.psync(None, None)
+        else:
+            sync = link.psync(position.replid, position.offset)
+        exact_until = resume.exact_until
+        if sync.full:
+            self.status.redis = LinkState.SYNCING
+            reason = f"cannot continue {position}" if position else "nothing published yet"
+            log.warning("full resync (%s): publishing a snapshot of Redis", reason)
+            count = self._snapshot(delivery, link, sync)
+            log.warning("full resync done: %d records published from the snapshot", count)
+            exact_until = -1  # a new stream: the snapshot republished everything
+        else:
+            log.info("continuing replication %s after offset %d", sync.replid, sync.offset)
+        start = Position(sync.replid, sync.offset, exact=sync.offset < exact_until)
+        self.confirmed = start
+        save_state(self.state_file, start)
+        return ResumePoint(start, exact_until)
+
+    def _stream(self, link: ReplicaConnection, delivery: Delivery, start: ResumePoint) -> None:
+        """Publish the replication stream, confirm each batch, acknowledge it, until stopped."""
+        status = self.status
+        replid, offset, saved = start.position.replid, start.position.offset, start.position
+        status.redis, status.last_error, status.delivery_error = LinkState.STREAMING, "", ""
+        last_report = saved_at = time.monotonic()
+        while not self.stop_event.is_set():
+            status.position = f"{replid}@{offset}"
+            status.progress()
+            for argv, size in link.read_commands():
+                offset += size
+                record = command_record(argv)
+                if record is not None:
+                    command = argv[0].upper().decode(errors="replace")
+                    delivery.send(Outgoing(record.key, record.value, command, replid, offset))
+            delivery.confirm()  # raises DeliveryError: nothing below runs then
+            self._count(delivery)
+            status.delivery_error = ""
+            self.confirmed = Position(replid, offset, exact=offset < start.exact_until)
+            link.ack(offset)
+            # Saved once a second, not per batch (an fsync each): Kafka's newest record
+            # is the truth of what was published, the file only has to catch up.
+            if self.confirmed != saved and time.monotonic() - saved_at >= 1.0:
+                save_state(self.state_file, self.confirmed)
+                saved, saved_at = self.confirmed, time.monotonic()
+            if time.monotonic() - last_report >= 30:
+                log.info("%d records published so far, offset %d", self.published, offset)
+                last_report = time.monotonic()
+        save_state(self.state_file, self.confirmed)  # stopped: everything confirmed is saved
 
     def run(self) -> None:
         """Run until stopped; on any failure, start over from the last confirmed position."""
@@ -266,9 +307,9 @@ class RedisSource:
             try:
                 self.run_once()
             except Exception as exc:  # Kafka or Redis down: both are retried
-                if self.status.redis == "streaming":
+                if self.status.redis is LinkState.STREAMING:
                     backoff = 1.0  # it worked until now: retry soon
-                self.status.redis = "retrying"
+                self.status.redis = LinkState.RETRYING
                 self.status.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("%s: retrying in %.0f s", self.status.last_error, backoff)
                 self.stop_event.wait(backoff)

@@ -1,4 +1,4 @@
-"""Redis write commands as the records of topic `redis-server` (STEDI-SPEC.md).
+"""Redis write commands as the records of topic `redis-server` (docs/formats.md).
 
 The original connector serialised Java command objects with Jackson; the field
 names, their order and the base64 encoding of keys and members are kept byte for
@@ -11,8 +11,14 @@ from __future__ import annotations
 import base64
 import json
 import math
+from typing import NamedTuple
 
 MAX_DOUBLE = 1.7976931348623157e308
+
+
+class KafkaRecord(NamedTuple):
+    key: bytes  # the Redis key's raw bytes: one key's writes stay in order
+    value: bytes  # the record's JSON
 
 
 def _b64(raw: bytes) -> str:
@@ -61,7 +67,7 @@ def set_value(
     )
 
 
-def _zadd(argv: list[bytes]) -> tuple[bytes, bytes] | None:
+def _zadd(argv: list[bytes]) -> KafkaRecord | None:
     key, rest = argv[1], argv[2:]
     exist_type, ch, incr = "NONE", False, False
     while rest and rest[0].upper() in (b"NX", b"XX", b"GT", b"LT", b"CH", b"INCR"):
@@ -73,10 +79,10 @@ def _zadd(argv: list[bytes]) -> tuple[bytes, bytes] | None:
     if not rest or len(rest) % 2:
         return None
     members = [(rest[i + 1], _score(rest[i])) for i in range(0, len(rest), 2)]
-    return key, zadd_value(key, members, exist_type, ch, incr)
+    return KafkaRecord(key, zadd_value(key, members, exist_type, ch, incr))
 
 
-def _set(argv: list[bytes]) -> tuple[bytes, bytes] | None:
+def _set(argv: list[bytes]) -> KafkaRecord | None:
     key, value, options = argv[1], argv[2], [a.upper() for a in argv[3:]]
     exist_type, expired_type, expired_value = "NONE", "NONE", None
     i = 0
@@ -91,16 +97,16 @@ def _set(argv: list[bytes]) -> tuple[bytes, bytes] | None:
             expired_value = int(options[i + 1])
             i += 1
         i += 1
-    return key, set_value(key, value, expired_type, expired_value, exist_type)
+    return KafkaRecord(key, set_value(key, value, expired_type, expired_value, exist_type))
 
 
-def _setex(argv: list[bytes], unit: str) -> tuple[bytes, bytes] | None:
+def _setex(argv: list[bytes], unit: str) -> KafkaRecord | None:
     key, ttl, value = argv[1], argv[2], argv[3]
-    return key, set_value(key, value, unit, int(ttl))
+    return KafkaRecord(key, set_value(key, value, unit, int(ttl)))
 
 
-def command_record(argv: list[bytes]) -> tuple[bytes, bytes] | None:
-    """(Kafka key, Kafka value) for a write command, or None when it is not published.
+def command_record(argv: list[bytes]) -> KafkaRecord | None:
+    """The Kafka record of a write command, or None when it is not published.
 
     The Kafka key is the Redis key's raw bytes, so one key's writes stay in order.
     """
@@ -133,8 +139,8 @@ def too_large_record(
     offset: int,
     snapshot: bool,
     reason: str,
-) -> tuple[bytes, bytes]:
-    """(Kafka key, value) of the dead letter for a write whose record Kafka refused as too large.
+) -> KafkaRecord:
+    """The dead letter for a write whose record Kafka refused as too large.
 
     Small by construction: the Redis key (cut to DEAD_LETTER_KEY_BYTES, with its full
     length), the command, the refused record's size and where it was in the stream.
@@ -154,4 +160,4 @@ def too_large_record(
             "reason": reason[:500],
         }
     )
-    return cut, value
+    return KafkaRecord(cut, value)

@@ -7,8 +7,6 @@ no browser is downloaded.
 
 import json
 import os
-import signal
-import subprocess
 import time
 import uuid
 
@@ -17,6 +15,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from stedi.stack import services
 from tests.app_server import ADMIN_EMAIL, ADMIN_PASSWORD, AppServer
+from tests.background import Background
 from tests.stack_support import create_topics, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -51,29 +50,19 @@ def pipeline(stack, tmp_path_factory):
     create_topics(stack, env["STEDI_EVENTS_TOPIC"], env["KAFKA_RISK_TOPIC"],
                   env["STEDI_DEAD_LETTER_TOPIC"])  # fmt: skip
     work = tmp_path_factory.mktemp("browser")
-    join_log = open(work / "join.log", "wb")
-    join = subprocess.Popen(
-        [str(services.ROOT / "submit-join.sh")],
-        env={
-            **os.environ,
-            **env,
-            "STEDI_CHECKPOINT_DIR": str(work / "checkpoints"),
-            "STEDI_SUBMIT": "local",
-        },
-        stdout=join_log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:  # the join stops even when the app fails to start
+    join_env = {
+        **os.environ,
+        **env,
+        "STEDI_CHECKPOINT_DIR": str(work / "checkpoints"),
+        "STEDI_SUBMIT": "local",
+    }
+    argv = [str(services.ROOT / "submit-join.sh")]
+    with Background(argv, join_env, work / "join.log"):  # stops even when the app fails
         app = AppServer(env, work / "app.log")
         try:
             yield app
         finally:
             app.stop()
-    finally:
-        os.killpg(join.pid, signal.SIGTERM)
-        join.wait(60)
-        join_log.close()
 
 
 @pytest.fixture

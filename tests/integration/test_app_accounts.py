@@ -10,29 +10,21 @@ import uuid
 import httpx
 import pytest
 
-from tests.app_server import AppServer, a_customer, csrf_of, forget_owner, log_in, stored
+from tests.app_server import a_customer, csrf_of, forget_owner, log_in, stored
 from tests.integration.test_app_races import PASSWORD, all_at_once, an_email, sign_up
 from tests.stack_support import TopicReader
 
 pytestmark = pytest.mark.integration
 
 SIGNUPS, QUOTA = 12, 3
-
-
-@pytest.fixture(scope="module")
-def app(stack, tmp_path_factory):
-    env = {"STEDI_CUSTOMERS_PER_USER": str(QUOTA)}
-    server = AppServer(env, tmp_path_factory.mktemp("accounts") / "app.log")
-    yield server
-    server.stop()
+# The environment of the module's `app` (tests/integration/conftest.py).
+APP_ENV = {"STEDI_CUSTOMERS_PER_USER": str(QUOTA)}
 
 
 @pytest.fixture
-def signup_app(stack, tmp_path):
+def signup_app(stack, start_app):
     """An app of its own: its sign-up counter starts at zero."""
-    server = AppServer({"STEDI_SIGNUPS_PER_CLIENT": str(SIGNUPS)}, tmp_path / "app.log")
-    yield server
-    server.stop()
+    return start_app({"STEDI_SIGNUPS_PER_CLIENT": str(SIGNUPS)})
 
 
 def users_named(redis_client, email: str) -> list[dict]:

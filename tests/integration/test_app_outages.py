@@ -9,7 +9,6 @@ import pytest
 from tests.app_server import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
-    AppServer,
     csrf_of,
     free_port,
     logged_in,
@@ -19,14 +18,12 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def app_without_services(tmp_path):
+def app_without_services(start_app):
     env = {
         "REDIS_PORT": str(free_port()),
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
     }
-    server = AppServer(env, tmp_path / "app.log", ready_status=503)
-    yield server
-    server.stop()
+    return start_app(env, ready_status=503)
 
 
 def test_without_redis_and_kafka_the_app_serves_and_says_it_is_down(app_without_services):
@@ -46,11 +43,8 @@ def test_without_redis_and_kafka_the_app_serves_and_says_it_is_down(app_without_
 
 
 @pytest.fixture
-def app_without_kafka(stack, tmp_path):
-    env = {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
-    server = AppServer(env, tmp_path / "app.log")
-    yield server
-    server.stop()
+def app_without_kafka(stack, start_app):
+    return start_app({"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"})
 
 
 def test_without_kafka_health_names_the_problem_only_to_a_logged_in_user(app_without_kafka):
@@ -64,10 +58,8 @@ def test_without_kafka_health_names_the_problem_only_to_a_logged_in_user(app_wit
 
 
 @pytest.fixture
-def short_session_app(stack, tmp_path):
-    server = AppServer({"STEDI_SESSION_SECONDS": "2"}, tmp_path / "app.log")
-    yield server
-    server.stop()
+def short_session_app(stack, start_app):
+    return start_app({"STEDI_SESSION_SECONDS": "2"})
 
 
 def test_a_session_and_its_live_graph_end_after_its_lifetime(short_session_app):

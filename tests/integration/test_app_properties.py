@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from stedi.app import validation
-from tests.app_server import AppServer, a_customer, csrf_of, forget_owner, new_user
+from tests.app_server import a_customer, csrf_of, forget_owner, new_user
 
 pytestmark = pytest.mark.integration
 
@@ -42,13 +42,6 @@ json_values = st.recursive(
 now_ms = int(time.time() * 1000)
 plausible_times = st.integers(min_value=now_ms - 8 * 86_400_000, max_value=now_ms + 3_600_000)
 times = plausible_times | json_values
-
-
-@pytest.fixture(scope="module")
-def app(stack, tmp_path_factory):
-    server = AppServer({}, tmp_path_factory.mktemp("properties") / "app.log")
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -99,11 +99,9 @@ def all_at_once(count: int, prepare, act) -> list:
 
 
 @pytest.fixture
-def app(stack, tmp_path):
+def app(stack, start_app):
     """An app of its own for each test: the limits' counters start at zero."""
-    server = AppServer({}, tmp_path / "app.log")
-    yield server
-    server.stop()
+    return start_app()
 
 
 # 1. Burst guessing ----------------------------------------------------------------------------

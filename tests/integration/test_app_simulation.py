@@ -10,20 +10,13 @@ import httpx
 import pytest
 
 from stedi.app.simulator import CUSTOMERS_PER_ACTIVATION, FIRST_NAMES, LAST_NAMES
-from tests.app_server import AppServer, forget_owner, new_user
+from tests.app_server import forget_owner, new_user
 
 pytestmark = pytest.mark.integration
 
 ANSWER_SECONDS = 1.0  # the figure: the app answers within 1 s
 CROWD = 3000  # simulated customers already in Redis: every pool name and then some
 ACTIVATIONS = 100
-
-
-@pytest.fixture(scope="module")
-def app(stack, tmp_path_factory):
-    server = AppServer({}, tmp_path_factory.mktemp("simulation") / "app.log")
-    yield server
-    server.stop()
 
 
 def simulated_customer(email: str) -> dict:

@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -23,6 +22,7 @@ from kafka.admin import NewTopic
 
 from stedi.redis_source import health
 from stedi.stack import services
+from tests.background import Background
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ class SourceProcess:
         self.settings, self.topic, self.dead_letters = settings, topic, dead_letters
         self.state = str(workdir / "source.json")
         self.log = workdir / "source.log"
-        self.proc: subprocess.Popen | None = None
+        self.process: Background | None = None
 
     def start(self) -> None:
         env = {
@@ -49,30 +49,18 @@ class SourceProcess:
             "STEDI_REDIS_SOURCE_DELIVERY_TIMEOUT_MS": str(DELIVERY_TIMEOUT_MS),
             "PYTHONUNBUFFERED": "1",
         }
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stedi.redis_source"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=services.ROOT,
-            )
+        argv = [sys.executable, "-m", "stedi.redis_source"]
+        self.process = Background(argv, env, self.log, cwd=services.ROOT)
 
     def wait_healthy(self, timeout: float = 120) -> None:
         wait_for(lambda: health.ready(self.state), timeout, f"source healthy\n{self.tail()}")
 
     def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+        self.process.kill()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.process is not None:
+            self.process.stop(grace=30)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

@@ -58,7 +58,7 @@ def test_no_version_key_and_every_image_public_and_pinned(project):
         assert "." not in repository.split("/")[0], f"{image}: not on Docker Hub"
 
 
-# Tags checked against the image projects' own repositories (see README, "Docker"):
+# Tags checked against the image projects' own repositories (see docs/operations.md, "Docker"):
 # apache/spark-docker's versions.json (its newest Spark 4 tags with Python; no 4.2.0 yet),
 # and confluentinc/kafka-images' release tag v8.1.1. Confluent Platform 8.x ships Apache Kafka 4.x.
 PUBLISHED_SPARK_TAGS = {

@@ -5,12 +5,19 @@ import threading
 import time
 
 from stedi.redis_source import health
-from stedi.redis_source.health import Heartbeat, Status, check, health_path, ready
+from stedi.redis_source.health import (
+    Heartbeat,
+    LinkState,
+    Status,
+    check,
+    health_path,
+    ready,
+)
 
 
 def streaming_status() -> Status:
     status = Status(stall_limit=60)
-    status.redis, status.position = "streaming", "r1@10"
+    status.redis, status.position = LinkState.STREAMING, "r1@10"
     status.kafka_probe_ok_at = time.monotonic()
     return status
 
@@ -21,9 +28,9 @@ def test_streaming_with_kafka_answering_is_ready():
 
 def test_each_broken_link_or_a_stall_is_unhealthy_with_its_reason():
     cases = {
-        "full resync": lambda s: setattr(s, "redis", "syncing"),
+        "full resync": lambda s: setattr(s, "redis", LinkState.SYNCING),
         "not established (retrying); last error: ConnectionError": lambda s: (
-            setattr(s, "redis", "retrying"),
+            setattr(s, "redis", LinkState.RETRYING),
             setattr(s, "last_error", "ConnectionError: closed"),
         ),
         "records not confirmed": lambda s: setattr(s, "delivery_error", "expired"),

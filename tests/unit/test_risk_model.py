@@ -1,4 +1,4 @@
-"""The risk formula and the simulator's model, as the original STEDI app (STEDI-SPEC.md)."""
+"""The risk formula and the simulator's model, as the original STEDI app (docs/formats.md)."""
 
 import asyncio
 import itertools

@@ -89,3 +89,29 @@ def test_a_copied_definition_is_the_same_text_in_every_script_that_carries_it(sc
     first = texts[scripts[0]]
     differing = [script for script, text in texts.items() if text != first]
     assert not differing, f"{name} differs from {scripts[0]}'s copy in {differing}"
+
+
+def preceding_comments(path) -> dict[str, str]:
+    """The comment line right above each top-level definition (above its decorators)."""
+    source = path.read_text()
+    lines = source.splitlines()
+    comments = {}
+    for node in ast.parse(source).body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else node
+        name = getattr(target, "name", None) or getattr(target, "id", None)
+        first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        if name and first >= 2:
+            comments[name] = lines[first - 2]
+    return comments
+
+
+@pytest.mark.parametrize(
+    ("scripts", "name"),
+    COPIED,
+    ids=[f"{name}-in-{len(scripts)}-scripts" for scripts, name in COPIED],
+)
+def test_a_copied_definition_says_which_test_keeps_it_equal(scripts, name):
+    for script in scripts:
+        comment = preceding_comments(ROOT / script).get(name, "")
+        assert comment.startswith("# A copy, as in the "), f"{name} in {script}"
+        assert comment.endswith("tests/unit/test_scripts_standalone.py keeps them equal.")

@@ -1,0 +1,170 @@
+"""Every example of docs/formats.md, parsed with the scripts' own schemas (Spark's
+from_json, FAILFAST) and checked against the code that writes it: the page cannot drift
+from the formats the code reads and writes."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import fakeredis
+import pytest
+
+from stedi.app.kafka_io import RiskFeed
+from stedi.app.quality import QualityCounts
+from stedi.app.risk import Risk, StepTest, risk_event, risk_score
+from stedi.app.store import Store
+from stedi.redis_source.records import set_value, too_large_record, zadd_value
+from stedi.stack.services import ROOT
+from tests.scripts import events_job, join_job, load_script, redis_job
+
+score_job = load_script("sparkpyriskscore.py")
+EXAMPLE = re.compile(r"<!-- example: ([\w-]+) -->\n```json\n(.*?)\n```", re.S)
+FOUND = EXAMPLE.findall((ROOT / "docs" / "formats.md").read_text())
+EXAMPLES = {name: json.loads(text) for name, text in FOUND}
+TEXTS = dict(FOUND)
+
+# What the scripts read, and which of their schemas read it.
+READ_BY = {
+    "customer": [redis_job.CUSTOMER_SCHEMA, join_job.CUSTOMER_SCHEMA],
+    "rapid-step-test": [score_job.STEP_TEST_SCHEMA],
+    "redis-zadd": [s.REDIS_RECORD_SCHEMA for s in (redis_job, join_job, score_job)],
+    "redis-set": [s.REDIS_RECORD_SCHEMA for s in (redis_job, join_job, score_job)],
+    "stedi-events": [s.RISK_EVENT_SCHEMA for s in (events_job, join_job, score_job)],
+    "stedi-risk-spark": [join_job.RISK_EVENT_SCHEMA],
+}
+# Written by Python code or by Spark, checked in the tests below.
+WRITTEN = {
+    "user",
+    "customer-risk",
+    "risk-quality",
+    "spark-dead-letter",
+    "redis-source-dead-letter",
+    "risk-score",
+}
+# Fields no schema declares: a ZADD's second copy of its members (see the page), and a
+# SET's expiry (the jobs skip SET records).
+UNDECLARED = {"zsetEntries", "expiredType", "expiredValue"}
+
+
+def test_every_format_has_exactly_one_example():
+    assert len(FOUND) == len(EXAMPLES)
+    assert set(EXAMPLES) == set(READ_BY) | WRITTEN
+
+
+def parsed(spark, text: str, schema) -> dict:
+    from pyspark.sql import functions as F
+
+    row = (
+        spark.createDataFrame([(text,)], "text string")
+        .select(F.from_json("text", schema, {"mode": "FAILFAST"}).alias("v"))
+        .first()
+    )
+    return row["v"].asDict(recursive=True)
+
+
+@pytest.mark.parametrize("name", sorted(READ_BY))
+def test_each_read_example_parses_whole_with_every_schema_that_reads_it(spark, name):
+    example = EXAMPLES[name]
+    for schema in READ_BY[name]:
+        declared = set(schema.fieldNames())
+        assert set(example) - declared <= UNDECLARED, f"{name}: fields no schema reads"
+        values = parsed(spark, TEXTS[name], schema)
+        assert {k: values[k] for k in example if k in declared} == {
+            k: v for k, v in example.items() if k in declared
+        }
+    if "zsetEntries" in example:
+        assert example["zsetEntries"] == example["zSetEntries"]
+
+
+def test_the_redis_records_are_what_the_redis_source_writes():
+    member = TEXTS["customer"].encode()
+    assert json.loads(zadd_value(b"Customer", [(member, 0.0)])) == EXAMPLES["redis-zadd"]
+    record = set_value(b"greeting", b"hello", "MS", 1796083200000)
+    assert json.loads(record) == EXAMPLES["redis-set"]
+    example = EXAMPLES["redis-source-dead-letter"]
+    _, value = too_large_record(
+        b"Customer",
+        "ZADD",
+        example["size"],
+        "redis-server",
+        example["replid"],
+        example["offset"],
+        False,
+        example["reason"],
+    )
+    assert json.loads(value) == example
+
+
+def test_the_app_writes_the_events_and_users_and_reads_the_outputs():
+    event = EXAMPLES["stedi-events"]
+    stop_ms = EXAMPLES["rapid-step-test"]["stopTime"]
+    _, value = risk_event(event["customer"], Risk(event["score"], stop_ms))
+    assert json.loads(value) == event == EXAMPLES["stedi-risk-spark"]
+
+    server, user = fakeredis.FakeServer(), EXAMPLES["user"]
+    store = Store(fakeredis.FakeAsyncRedis(server=server))
+    asyncio.run(store.add_user(user["userName"], user["email"], "a long password"))
+    [stored] = [json.loads(m) for m in fakeredis.FakeRedis(server=server).zrange("User", 0, -1)]
+    assert list(stored) == list(user) and stored["passwordHash"].startswith("$argon2id$")
+
+    joined = EXAMPLES["customer-risk"]
+    assert RiskFeed.parse(TEXTS["customer-risk"].encode()) == {
+        "birthYear": joined["birthYear"],
+        "score": joined["score"],
+    }
+    counts = QualityCounts()
+    counts.add(TEXTS["risk-quality"].encode())
+    assert counts.line() == "scores checked: 1, agreeing: 1"
+
+
+def test_the_risk_score_example_is_the_models_score():
+    example = EXAMPLES["risk-score"]
+    tests = [StepTest(i * 600_000, s * 1000) for i, s in enumerate(example["durationsSeconds"])]
+    assert risk_score(tests).score == example["score"]
+    first, second, third, fourth = example["durationsSeconds"]
+    expected = (Decimal(first + second) - Decimal(third + fourth)) / 2
+    assert float(expected) == example["score"]
+
+
+def test_the_spark_outputs_are_what_the_scripts_write(spark):
+    joined = EXAMPLES["customer-risk"]
+    rows = spark.createDataFrame(
+        [joined], "customer string, score double, email string, birthYear int"
+    )
+    [record] = join_job.customer_risk_records(rows).collect()
+    assert record["key"] == joined["email"] and json.loads(record["value"]) == joined
+
+    check = EXAMPLES["risk-quality"]
+    risk_ms = EXAMPLES["rapid-step-test"]["stopTime"]
+    recent_two = 200_000
+    previous_two = recent_two + int(check["sparkScore"] * 2000)
+    rows = spark.createDataFrame(
+        [(check["customer"], kind, risk_ms, previous_two, recent_two, check["appScore"])
+         for kind in ("check", "score")],
+        score_job.SCORE_OUTPUT_SCHEMA,
+    )  # fmt: skip
+    records = score_job.score_records(score_job.with_scores(rows), "spark", "quality").collect()
+    by_topic = {r["topic"]: json.loads(r["value"]) for r in records}
+    assert by_topic == {"quality": check, "spark": EXAMPLES["stedi-risk-spark"]}
+
+
+def test_the_spark_dead_letter_is_what_the_join_writes(spark):
+    letter = EXAMPLES["spark-dead-letter"]
+    raw = letter["value"].encode()
+    assert letter["valueBytes"] == len(raw)
+    assert letter["valueSha256"] == hashlib.sha256(raw).hexdigest()
+    moment = datetime.fromisoformat(letter["sourceTimestamp"].replace("Z", "+00:00"))
+    rows = spark.createDataFrame(
+        [(letter["sourceTopic"], letter["sourcePartition"], letter["sourceOffset"],
+          moment.astimezone(timezone.utc), letter["reason"], bytearray(raw))],
+        "topic string, partition int, offset long, timestamp timestamp, problem string, "
+        "value binary",
+    )  # fmt: skip
+    [record] = join_job.dead_letters(rows).collect()
+    assert record["key"] == "stedi-events/0/42"
+    assert json.loads(record["value"]) == letter
