@@ -1,4 +1,4 @@
-"""The bench's input in the real wire formats (STEDI-SPEC.md), built with tests/records.py."""
+"""The bench's input in the real wire formats (docs/formats.md), built with tests/records.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""results.json's figures as a Markdown table (the README's Performance section uses the same)."""
+"""results.json's figures as Markdown tables (docs/performance.md uses the same)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,36 @@ def risk_score_rows(score: dict | None) -> list[str]:
         ["wall time, JVM start and exit included, s", _n(score["wall_s"], 1)],
         ["driver peak RSS, MiB", _n(score["driver_peak_rss_mb"])],
         ["state rows at the end of the backlog", _n(score["state_rows"])],
+    ]
+    return [*("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
+def pipeline_rows(pipe: dict | None) -> list[str]:
+    """`make run`'s own small table and a blank line; none when it did not run."""
+    if pipe is None:
+        return []
+    rows = [
+        [f"`make run`, simulator x{pipe['sim_speed']:g}", ""],
+        ["---", "---"],
+        ["launch to the first record on the output topic, s", _n(pipe["first_output_s"], 1)],
+        [
+            f"cores, everything it runs, over {_n(pipe['seconds'])} s of steady state",
+            f"**{_n(pipe['cores'], 3)}**",
+        ],
+        [
+            "RSS, everything it runs, MiB (mean / max)",
+            f"**{_n(pipe['rss_mb'])}** / {_n(pipe['rss_max_mb'])}",
+        ],
+        [
+            f"app's score to its output record, p50 / p99 / max, ms ({_n(pipe['scores'])} scores)",
+            " / ".join(
+                [
+                    _n(pipe["publish_to_output_p50_ms"]),
+                    f"**{_n(pipe['publish_to_output_p99_ms'])}**",
+                    _n(pipe["publish_to_output_max_ms"]),
+                ]
+            ),
+        ],
     ]
     return [*("| " + " | ".join(row) + " |" for row in rows), ""]
 
@@ -100,6 +130,7 @@ def table(results: dict) -> str:
             *("| " + " | ".join(row) + " |" for row in rows),
             "",
             *risk_score_rows(results.get("risk_score")),
+            *pipeline_rows(results.get("pipeline")),
             f"join / peer: **{_n(r['join_vs_peer'], 2)}x**; "
             f"join / Kafka consumer limit: **{_n(r['join_vs_kafka_consumer'], 3)}x**",
             "",

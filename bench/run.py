@@ -1,6 +1,8 @@
 """`make bench`: the project's join, the course approach and Kafka's own limit, in one run.
 
-Measures (issue 14) on one backlog of BENCH_EVENTS risk scores for BENCH_CUSTOMERS
+First runs the whole pipeline as a user runs it (bench/pipeline.py: `make run`
+with the simulator at BENCH_PIPELINE_SPEED, measured for BENCH_PIPELINE_SECONDS).
+Then measures (issue 14) on one backlog of BENCH_EVENTS risk scores for BENCH_CUSTOMERS
 customers, on fresh topics: the join's and the peer's throughput with
 --available-now, Kafka's consumer limit and round trip, the risk-score job's
 throughput and state over BENCH_SCORE_TESTS rapid step tests (issue 15), the join's start-up and
@@ -23,6 +25,7 @@ from bench.backlog import join_argv, peer_argv, run_backlog
 from bench.kafka_limit import consumer_limit, roundtrip
 from bench.latency import run_latency
 from bench.machine import machine
+from bench.pipeline import run_pipeline
 from bench.redis_source import run_redis_source
 from bench.report import ratios, table
 from bench.risk_score import run_risk_score
@@ -88,10 +91,15 @@ def measure(settings: Settings, bench: BenchSettings, topics: Topics) -> dict:
 def main() -> None:
     settings, bench = Settings(), BenchSettings()
     began = time.monotonic()
+    bench.log_dir.mkdir(parents=True, exist_ok=True)
+    # First, as a user runs it: `make run` starts the stack itself when it is not up.
+    pipeline = run_pipeline(
+        bench.pipeline_speed, bench.pipeline_seconds, bench.log_dir / "pipeline.log"
+    )
     started = services.up(settings)
     topics = Topics(settings)
     try:
-        results = measure(settings, bench, topics)
+        results = {**measure(settings, bench, topics), "pipeline": pipeline}
     finally:
         topics.delete_all()
         if started:

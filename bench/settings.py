@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stedi.config import env_int
+from stedi.config import env_float, env_int
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,6 +30,10 @@ class BenchSettings:
     roundtrip_messages: int = field(default_factory=lambda: _int("BENCH_ROUNDTRIP_MESSAGES", 5000))
     # Single-member ZADDs through the Redis source.
     redis_records: int = field(default_factory=lambda: _int("BENCH_REDIS_RECORDS", 20_000))
+    # The pipeline section: `make run` with the simulator at this speed (1: the app's real
+    # pace, a score every 2 s), measured for this long after its first output.
+    pipeline_speed: float = field(default_factory=lambda: env_float("BENCH_PIPELINE_SPEED", 1.0))
+    pipeline_seconds: int = field(default_factory=lambda: _int("BENCH_PIPELINE_SECONDS", 120))
     # Longest wait for one Spark run before it counts as failed.
     timeout_s: int = field(default_factory=lambda: _int("BENCH_TIMEOUT", 1800))
     results: Path = field(

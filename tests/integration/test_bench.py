@@ -35,6 +35,9 @@ def bench_run(stack, tmp_path_factory):
         "BENCH_REDIS_RECORDS": "200",
         "BENCH_SCORE_TESTS": str(SCORE_TESTS),
         "BENCH_RESULTS": str(results),
+        # make run at 30x: a first score within seconds; a short steady state.
+        "BENCH_PIPELINE_SPEED": "30",
+        "BENCH_PIPELINE_SECONDS": "5",
     }
     run = subprocess.run(
         [sys.executable, "-m", "bench.run"],
@@ -66,6 +69,20 @@ def test_tiny_bench_writes_every_key_of_issue_14(bench_run):
     }
     assert set(results["machine"]) >= {"cores", "memory_gb", "spark", "kafka"}
     assert results["startup_s"] > 0
+    pipeline = results["pipeline"]
+    assert set(pipeline) >= {
+        "sim_speed",
+        "seconds",
+        "cores",
+        "rss_mb",
+        "publish_to_output_p50_ms",
+        "publish_to_output_p99_ms",
+        "first_output_s",
+    }
+    assert pipeline["sim_speed"] == 30
+    assert pipeline["scores"] > 0  # the app's scores reached the output, each matched
+    assert 0 < pipeline["publish_to_output_p50_ms"] <= pipeline["publish_to_output_p99_ms"]
+    assert pipeline["rss_mb"] > 300 and pipeline["cores"] > 0  # the engine's JVM was sampled
     assert results["driver_peak_rss_mb"] > 100  # a Spark driver JVM, found and sampled
 
 
