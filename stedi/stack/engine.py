@@ -75,7 +75,7 @@ TRICKLE_CONF = {
 # smallest, and two malloc arenas for the native side (RocksDB), not 8 per core.
 JVM_ENV = {
     "SPARK_DRIVER_MEMORY": "512m",
-    "SPARK_SUBMIT_OPTS": "-Xms64m -XX:+UseSerialGC",
+    "SPARK_SUBMIT_OPTS": "-Xms64m -XX:+UseSerialGC -XX:TieredStopAtLevel=1",
     "MALLOC_ARENA_MAX": "2",
 }
 # The UI keeps fewer finished jobs, stages and SQL executions (each micro-batch makes

@@ -57,6 +57,7 @@ def java(main_class: str, *args: str, heap: str = "256m") -> list[str]:
         # A local broker: a heap that starts small and the collector with the smallest footprint.
         "-Xms32m",
         "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
         f"-Dlog4j2.configurationFile={Path(__file__).with_name('log4j2.properties')}",
         "-cp",
         f"{KAFKA_JARS}/*",
