@@ -605,6 +605,7 @@ STATE_STORES = {
 # default): without Hadoop's native library, FileContext forks `chmod`, `stat` and
 # `readlink` for each file it writes, 60 processes per micro-batch of a small stateful
 # query here, against 12. Both rename a finished file into place.
+# A copy, as in the customers, risk and join scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 CHECKPOINT_FILE_MANAGER = (
     "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
 )
@@ -742,6 +743,7 @@ def progress_line(progress: dict, agreement: Agreement) -> str:
 
 # How often the driver looks for new progress: each look is a call into the JVM, so not
 # more than once a second (four jobs polling 5 times a second took a quarter of a core).
+# A copy, as in the customers, risk and join scripts: tests/unit/test_scripts_standalone.py keeps them equal.
 PROGRESS_POLL_S = 1.0
 
 
