@@ -169,21 +169,24 @@ async def api_simulation(request: Request):
 
 
 async def health(request: Request):
-    """Up or down for anyone (container healthchecks); what is wrong only after login."""
+    """Up, starting or down for anyone (container healthchecks); what is wrong only after
+    login. Starting: Redis answers, but the first start (keys, admin, history) is not done,
+    so a login could still fail."""
     state = request.app.state
     try:
         redis_ok = await asyncio.wait_for(state.store.ping(), 2)
         user = await current_user(request)
     except (RedisError, OSError, asyncio.TimeoutError):
         redis_ok, user = False, None
-    status_code = 200 if redis_ok else 503
+    status = "down" if not redis_ok else "up" if state.prepared.done() else "starting"
+    status_code = 200 if status == "up" else 503
     if user is None:
-        return JSONResponse({"status": "up" if redis_ok else "down"}, status_code=status_code)
+        return JSONResponse({"status": status}, status_code=status_code)
     problems = [p for p in (state.publisher.error, state.feed.error) if p]
     problems += state.simulations.errors()
     if not redis_ok:
         problems.insert(0, "Redis unavailable: retrying")
-    body = {"status": "up" if redis_ok else "down", "redis": redis_ok, "problems": problems}
+    body = {"status": status, "redis": redis_ok, "problems": problems}
     return JSONResponse(body, status_code=status_code)
 
 
@@ -281,6 +284,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             prepare_task = asyncio.create_task(
                 prepare_redis(store, settings, simulations), name="prepare-redis"
             )
+            app.state.prepared = prepare_task  # /health says "starting" until it is done
             reaper_task = asyncio.create_task(simulations.reap_forever(), name="simulation-reaper")
             # First at shutdown, so neither can start a simulation while the others stop.
             shutdown.push_async_callback(cancel_and_wait, prepare_task, reaper_task)

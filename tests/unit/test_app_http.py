@@ -3,7 +3,10 @@ fakeredis, Kafka fakes): logins and sessions, CSRF, 401 and redirects, ownership
 413, 415 and every 4xx for bad input, with nothing stored. What needs Kafka, a live
 stream or a real outage stays in tests/integration/test_app_*.py."""
 
+import asyncio
 import json
+import threading
+import time
 import uuid
 from datetime import date, timedelta
 
@@ -402,5 +405,32 @@ def test_shutdown_closes_every_service_even_when_one_close_fails():
     )
     with pytest.raises(RuntimeError, match="the feed failed to close"):
         with TestClient(create_app(Settings(), services)) as test_client:
-            assert test_client.get("/health").status_code == 200
+            assert test_client.get("/health").json()["status"] in ("starting", "up")
     assert closed == ["feed", "quality", "publisher", "redis"]
+
+
+def test_health_says_starting_until_the_first_start_has_made_the_admin():
+    gate = threading.Event()
+
+    class SlowStore(Store):
+        async def ensure_keys(self, *args):
+            await asyncio.to_thread(gate.wait, 10)  # the first start, held by the test
+            return await super().ensure_keys(*args)
+
+    client = fakeredis.FakeAsyncRedis()
+    services = Services(
+        redis=client,
+        store=SlowStore(client),
+        publisher=SentScores("events"),
+        feed=QuietFeed(NO_KAFKA, "risk"),
+        quality=QuietQuality(NO_KAFKA, "quality"),
+    )
+    with TestClient(create_app(Settings(), services)) as test_client:
+        starting = test_client.get("/health")
+        assert starting.status_code == 503 and starting.json() == {"status": "starting"}
+        gate.set()
+        deadline = time.monotonic() + 10
+        while (health := test_client.get("/health")).status_code != 200:
+            assert time.monotonic() < deadline, health.json()
+            time.sleep(0.05)
+        assert health.json() == {"status": "up"}
