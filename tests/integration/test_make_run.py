@@ -67,13 +67,15 @@ def test_run_starts_the_app_and_one_engine_and_ctrl_c_stops_them_all(
             if job := re.match(r"\s*(\w+) \| \[([\w-]+)\] started", line):
                 assert QUERIES[job.group(1)] == job.group(2), line  # each under its own prefix
                 started.add(job.group(1))
-                if started == set(QUERIES):  # every query runs: a new customer arrives
-                    who = customer("Run Check", email, "1950-01-01")
-                    redis_client.zadd("Customer", {json.dumps(who): 0})
+            if re.match(r"\s*customers \| \[redis-customers-console\] batch 0:", line):
+                # Its first batch fixed where "latest" is: a new customer arrives after it.
+                who = customer("Run Check", email, "1950-01-01")
+                redis_client.zadd("Customer", {json.dumps(who): 0})
             if re.match(rf"\s*customers \| \|{re.escape(email)}\s*\|Run Check", line):
                 break  # the console sink's row, in the customers job's lines
         else:
             pytest.fail("no console row of the new customer:\n" + "".join(lines[-50:]))
+        assert started == set(QUERIES), "every job's query started, under its prefix"
         assert set(pids) == {"spark", "app"}, "one Spark engine and the app"
         assert httpx.get(f"http://127.0.0.1:{app_port}/health").status_code == 200
         assert httpx.get("http://127.0.0.1:4040/StreamingQuery/").status_code == 200
