@@ -2,9 +2,11 @@
 
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
+import threading
 import time
 
 import httpx
@@ -56,10 +58,22 @@ def test_run_starts_the_app_and_one_engine_and_ctrl_c_stops_them_all(
         start_new_session=True,  # its own process group, as in a terminal
     )
     email = f"Run.Check.{unique}@test.com"
+    output: queue.Queue[str] = queue.Queue()  # make run's lines; "" once it has ended
+
+    def read_lines():
+        for line in run.stdout:
+            output.put(line)
+        output.put("")
+
+    reader = threading.Thread(target=read_lines, daemon=True)
+    reader.start()
     lines, pids, started, deadline = [], {}, set(), time.monotonic() + 240
     try:
         while time.monotonic() < deadline:
-            line = run.stdout.readline()
+            try:  # a line, or none for a while: the deadline still holds
+                line = output.get(timeout=1)
+            except queue.Empty:
+                continue
             assert line, "make run exited early:\n" + "".join(lines)
             lines.append(line)
             if announced := re.match(r">> (\w+): .* \(pid (\d+)\)", line):
@@ -81,7 +95,9 @@ def test_run_starts_the_app_and_one_engine_and_ctrl_c_stops_them_all(
         assert httpx.get("http://127.0.0.1:4040/StreamingQuery/").status_code == 200
     finally:
         os.killpg(run.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's whole group
-        rest, _ = run.communicate(timeout=120)
+        run.wait(timeout=120)
+        reader.join(timeout=10)
+        rest = "".join(output.queue)
     # make itself got the Ctrl-C too and ends by it once `run` is done.
     assert run.returncode in (0, -signal.SIGINT), rest
     assert "stopped spark" in rest and "stopped app" in rest
