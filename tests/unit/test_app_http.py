@@ -150,20 +150,25 @@ def test_bad_api_input_gets_a_clear_4xx_and_stores_nothing(
     app, user, redis_client, path, body, status, message
 ):
     client, token, email = user
-    owner = redis_client.hget("CustomerOwner", email).decode()
-    before = stored_counts(redis_client, owner)
+    unchanged = store_check(redis_client, email)
     headers = {"X-CSRF-Token": token, "Content-Type": "application/json"}
     response = client.post(path, content=body(email), headers=headers)
     assert response.status_code == status
     assert message in response.json()["error"]
-    assert stored_counts(redis_client, owner) == before
+    assert unchanged()
     assert client.get("/api/simulation").json()["active"] is False
+
+
+def store_check(redis_client, email: str):
+    """A check that the user's stored customers and tests are still what they are now."""
+    owner = redis_client.hget("CustomerOwner", email).decode()
+    before = stored_counts(redis_client, owner)
+    return lambda: stored_counts(redis_client, owner) == before
 
 
 def test_a_body_streamed_past_the_limit_without_a_length_is_cut_off(app, user, redis_client):
     client, token, email = user
-    owner = redis_client.hget("CustomerOwner", email).decode()
-    before = stored_counts(redis_client, owner)
+    unchanged = store_check(redis_client, email)
 
     def chunks():  # no Content-Length: httpx sends it chunked
         yield b'{"customerName": "'
@@ -174,52 +179,48 @@ def test_a_body_streamed_past_the_limit_without_a_length_is_cut_off(app, user, r
     headers = {"X-CSRF-Token": token, "Content-Type": "application/json"}
     response = client.post("/api/customers", content=chunks(), headers=headers)
     assert response.status_code == 413 and "too large" in response.json()["error"]
-    assert stored_counts(redis_client, owner) == before
+    assert unchanged()
 
 
 def test_an_api_body_that_is_not_json_is_refused(app, user, redis_client):
     client, token, email = user
-    owner = redis_client.hget("CustomerOwner", email).decode()
-    before = stored_counts(redis_client, owner)
+    unchanged = store_check(redis_client, email)
     response = client.post(
         "/api/customers",
         content=customer_json(),
         headers={"X-CSRF-Token": token, "Content-Type": "text/plain"},
     )
     assert response.status_code == 415 and "application/json" in response.json()["error"]
-    assert stored_counts(redis_client, owner) == before
+    assert unchanged()
 
 
 def test_a_multipart_upload_to_a_form_is_refused(app, user, redis_client):
     client, _, email = user
-    owner = redis_client.hget("CustomerOwner", email).decode()
-    before = stored_counts(redis_client, owner)
+    unchanged = store_check(redis_client, email)
     fields = {**a_customer(), "csrf": form_token(client, "/customers/new")}
     files = {"photo": ("big.bin", b"\0" * 4096, "application/octet-stream")}
     response = client.post("/customers/new", data=fields, files=files)
     assert response.status_code == 415 and "x-www-form-urlencoded" in response.text
-    assert stored_counts(redis_client, owner) == before
+    assert unchanged()
 
 
 def test_a_form_with_too_many_fields_is_refused(app, user, redis_client):
     client, _, email = user
-    owner = redis_client.hget("CustomerOwner", email).decode()
-    before = stored_counts(redis_client, owner)
+    unchanged = store_check(redis_client, email)
     fields = {**a_customer(), "csrf": form_token(client, "/customers/new")}
     fields |= {f"extra{i}": "x" for i in range(30)}
     response = client.post("/customers/new", data=fields)
     assert response.status_code == 400 and "Too many fields" in response.text
-    assert stored_counts(redis_client, owner) == before
+    assert unchanged()
 
 
 def test_a_customer_form_with_a_future_birthday_is_refused_on_the_page(app, user, redis_client):
     client, _, email = user
-    owner = redis_client.hget("CustomerOwner", email).decode()
-    before = stored_counts(redis_client, owner)
+    unchanged = store_check(redis_client, email)
     fields = {**a_customer(), "birthDay": TOMORROW, "csrf": form_token(client, "/customers/new")}
     response = client.post("/customers/new", data=fields)
     assert response.status_code == 400 and "between 1900-01-01 and today" in response.text
-    assert stored_counts(redis_client, owner) == before
+    assert unchanged()
 
 
 @pytest.mark.parametrize(
@@ -374,7 +375,20 @@ def test_after_logout_the_old_cookie_is_refused(app):
     assert refused.status_code == 401
 
 
-# --- shutdown ---------------------------------------------------------------------------------
+# --- start and shutdown -----------------------------------------------------------------------
+def fake_services(
+    redis, publisher=SentScores, feed=QuietFeed, quality=QuietQuality, store=Store
+) -> Services:
+    """The app's services on a fake Redis and Kafka fakes, of the classes a test gives."""
+    return Services(
+        redis=redis,
+        store=store(redis),
+        publisher=publisher("events"),
+        feed=feed(NO_KAFKA, "risk"),
+        quality=quality(NO_KAFKA, "quality"),
+    )
+
+
 def test_shutdown_closes_every_service_even_when_one_close_fails():
     closed = []
 
@@ -395,14 +409,7 @@ def test_shutdown_closes_every_service_even_when_one_close_fails():
         async def aclose(self):
             closed.append("redis")
 
-    client = Redis()
-    services = Services(
-        redis=client,
-        store=Store(client),
-        publisher=Publisher("events"),
-        feed=FailingFeed(NO_KAFKA, "risk"),
-        quality=Quality(NO_KAFKA, "quality"),
-    )
+    services = fake_services(Redis(), Publisher, FailingFeed, Quality)
     with pytest.raises(RuntimeError, match="the feed failed to close"):
         with TestClient(create_app(Settings(), services)) as test_client:
             assert test_client.get("/health").json()["status"] in ("starting", "up")
@@ -417,14 +424,7 @@ def test_health_says_starting_until_the_first_start_has_made_the_admin():
             await asyncio.to_thread(gate.wait, 10)  # the first start, held by the test
             return await super().ensure_keys(*args)
 
-    client = fakeredis.FakeAsyncRedis()
-    services = Services(
-        redis=client,
-        store=SlowStore(client),
-        publisher=SentScores("events"),
-        feed=QuietFeed(NO_KAFKA, "risk"),
-        quality=QuietQuality(NO_KAFKA, "quality"),
-    )
+    services = fake_services(fakeredis.FakeAsyncRedis(), store=SlowStore)
     with TestClient(create_app(Settings(), services)) as test_client:
         starting = test_client.get("/health")
         assert starting.status_code == 503 and starting.json() == {"status": "starting"}
