@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +35,10 @@ PROCESSES = {
 # The engine's jobs, each with a log of its own.
 JOB_LOGS = tuple(job.name for job in engine.JOBS)
 NOISE = (" WARN ", "WARNING: Using incubator modules")
+# Stopping a query cancels the batch it is running, and Spark logs each cancelled task
+# and write as an ERROR with its stack trace: at Ctrl-C only, the terminal skips them
+# (the log keeps them).
+STOP_NOISE = re.compile(r" ERROR |Exception|^\s+at |^\s*\.\.\. \d+ more|^Caused by")
 
 
 class Follower:
@@ -44,7 +49,7 @@ class Follower:
         self.prefix, self.path = prefix, path
         self.position = path.stat().st_size if path.exists() else 0
 
-    def poll(self) -> None:
+    def poll(self, stopping: bool = False) -> None:
         try:
             with open(self.path, "rb") as f:
                 f.seek(self.position)
@@ -54,7 +59,9 @@ class Follower:
         complete = data.rfind(b"\n") + 1
         self.position += complete
         for line in data[:complete].decode(errors="replace").splitlines():
-            if line.strip() and not any(n in line for n in NOISE):
+            if not line.strip() or any(n in line for n in NOISE):
+                continue
+            if not (stopping and STOP_NOISE.search(line)):
                 print(f"{self.prefix:>10} | {line}", flush=True)
 
 
@@ -160,7 +167,7 @@ def run(settings: Settings) -> int:
             stop_job(proc, driver_first=name == "spark")
             print(f"   stopped {name}", flush=True)
         for follower in followers:
-            follower.poll()  # the jobs' last lines
+            follower.poll(stopping=True)  # the jobs' last lines
         if started:
             services.down(only=started)
 

@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from stedi.stack import engine
+from stedi.stack.pipeline import Follower
 
 
 @pytest.mark.parametrize("job", engine.JOBS, ids=lambda job: job.name)
@@ -55,3 +56,31 @@ def test_each_thread_writes_to_its_own_stream_and_others_to_the_default():
     print("the engine's line", file=routed)
     assert mine.getvalue() == "a job's line\n"
     assert default.getvalue() == "the engine's line\n"
+
+
+def test_make_run_shows_each_log_with_its_prefix_and_at_ctrl_c_skips_cancelled_batches(
+    tmp_path, capsys
+):
+    log = tmp_path / "spark.log"
+    log.write_text("an earlier run's line\n")
+    follower = Follower("spark", log)
+    with open(log, "a") as f:
+        f.write("[engine] stopping the queries\n")
+        f.write("26/11/30 10:48:03 ERROR Utils: Aborting task\n")
+        f.write("org.apache.spark.TaskKilledException: Stage cancelled\n")
+        f.write("\tat org.apache.spark.executor.Executor.run(Executor.scala:1)\n")
+        f.write("26/11/30 10:48:03 WARN ProcessingTimeExecutor: falling behind\n")
+        f.write("[customer-risk-join] batch 80: 16 rows in\n")
+        f.write("a line still being writ")
+    follower.poll(stopping=True)
+    assert capsys.readouterr().out.splitlines() == [
+        "     spark | [engine] stopping the queries",
+        "     spark | [customer-risk-join] batch 80: 16 rows in",
+    ]
+    with open(log, "a") as f:
+        f.write("ten\n26/11/30 10:49:00 ERROR Something: while running\n")
+    follower.poll()  # while running, errors show
+    assert capsys.readouterr().out.splitlines() == [
+        "     spark | a line still being written",
+        "     spark | 26/11/30 10:49:00 ERROR Something: while running",
+    ]
