@@ -93,5 +93,5 @@ clean: down ## stop the stack and delete its data and the checkpoints
 run: install ## run the whole pipeline in the foreground (Ctrl-C stops what it started)
 	@$(PY) -m stedi.stack run
 
-bench: install ## the join vs the course approach and Kafka, the Spark risk scores: table + build/bench/results.json
+bench: install ## make run at a trickle, the join vs the course approach and Kafka, the risk scores: table + results.json
 	@$(PY) -m bench.run
