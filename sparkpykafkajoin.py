@@ -541,7 +541,7 @@ def print_new_batches(query: StreamingQuery, last: int) -> int:
     """Prints the progress lines of batches after `last`; returns the newest batch id.
 
     Reads the last progress (one JSON document), and the recent ones (up to 100)
-    only when batches ended since the last look.
+    only when more than one batch ended since the last look.
     """
     latest = query.lastProgress
     if latest is None or latest["batchId"] <= last:

@@ -35,9 +35,9 @@ from kafka.errors import KafkaError
 
 from bench.latency import percentile
 from bench.settings import ROOT
-from bench.spark_run import descendants
 from stedi.config import Settings
 from stedi.stack import services
+from stedi.stack.process import descendants
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024

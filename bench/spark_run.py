@@ -16,28 +16,9 @@ from pathlib import Path
 
 from bench.progress import Batch, parse_line
 from bench.settings import ROOT
+from stedi.stack.process import descendants
 
 SPARK_SUBMIT_CLASS = b"org.apache.spark.deploy.SparkSubmit"
-
-
-def descendants(root: int) -> list[int]:
-    """`root` and every process below it, found through each process's parent PID."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
 
 
 def memory_kb(pid: int) -> dict[str, int]:

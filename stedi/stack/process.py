@@ -59,13 +59,28 @@ def alive(pid: int) -> bool:
     return _stat_fields(pid) is not None
 
 
-def children(pid: int) -> list[int]:
-    """The direct child processes of `pid`, by their parent PID (field 4 of stat)."""
-    found = []
+def child_processes() -> dict[int, list[int]]:
+    """Each live process's direct children, by their parent PID (field 4 of stat)."""
+    children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))):
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def children(pid: int) -> list[int]:
+    """The direct child processes of `pid`."""
+    return child_processes().get(pid, [])
+
+
+def descendants(root: int) -> list[int]:
+    """`root` and every process below it."""
+    below = child_processes()
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(below.get(pid, []))
     return found
 
 
