@@ -71,6 +71,12 @@ def submit(wrapper: str, env: dict) -> str:
     return result.stdout
 
 
+def console_rows(output: str) -> list[list[str]]:
+    """The data rows of the console sink's tables (rows holding an email), sorted."""
+    rows = [line for line in output.splitlines() if line.startswith("|") and "@" in line]
+    return sorted([cell.strip() for cell in row.strip("|").split("|")] for row in rows)
+
+
 def create_topics(settings: Settings, *names: str) -> None:
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     try:

@@ -13,6 +13,10 @@ Each job keeps what its script gives it when submitted alone:
 The triggers fit a trickle (see JOBS); STEDI_TRIGGER_INTERVAL, when set,
 applies to every job, as it does to each script.
 
+With --available-now, each job processes what its topics hold, then the engine
+exits (non-zero if a job failed): the four jobs checked in one JVM start
+(tests/integration/test_image_spark.py runs them so on the Docker image's Spark).
+
 With --start-when FILE, the JVM starts at once and the queries start once FILE
 exists: `make run` warms the engine up while the local stack starts, and
 creates FILE once the topics exist. (spark-submit gives the Python driver no
@@ -162,9 +166,10 @@ def job_settings(module: ModuleType, job: Job):
 
 
 class Engine:
-    def __init__(self, spark: SparkSession, log_dir: Path):
+    def __init__(self, spark: SparkSession, log_dir: Path, available_now: bool = False):
         self.spark = spark
         self.log_dir = log_dir
+        self.available_now = available_now
         self.sessions: list[SparkSession] = []
         self.failed: list[str] = []
         self.done = threading.Event()
@@ -181,7 +186,7 @@ class Engine:
                 route_jvm_console(self.spark, log_path)
                 session = job_session(self.spark, module, settings)
                 self.sessions.append(session)
-                module.run(session, settings, False)
+                module.run(session, settings, self.available_now)
             except BaseException as error:  # SystemExit of a bad setting too
                 print(f"[{job.name}] stopped by an error: {error!r}", flush=True)
                 self.failed.append(job.name)
@@ -223,6 +228,9 @@ def build_base_session() -> SparkSession:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--start-when", type=Path, help="start the queries once this file exists")
+    parser.add_argument(
+        "--available-now", action="store_true", help="each job processes what is there, then exit"
+    )
     args = parser.parse_args(argv)
     log_dir = Path(os.environ.get("STEDI_LOG_DIR", ROOT / "build" / "stack" / "logs"))
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -230,12 +238,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[engine] Spark {spark.version} up, UI {spark.sparkContext.uiWebUrl}", flush=True)
     while args.start_when and not args.start_when.exists():
         time.sleep(0.2)
-    engine = Engine(spark, log_dir)
+    engine = Engine(spark, log_dir, args.available_now)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     threads = engine.start()
     try:
+        if args.available_now:  # every job ends by itself
+            while not stop.is_set() and any(thread.is_alive() for thread in threads):
+                stop.wait(0.5)
+            print(f"[engine] jobs done, failed: {', '.join(engine.failed) or 'none'}", flush=True)
+            return 1 if engine.failed or stop.is_set() else 0
         while not stop.is_set() and not engine.done.is_set():
             stop.wait(1.0)
         if engine.done.is_set() and not stop.is_set():

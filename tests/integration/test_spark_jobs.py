@@ -12,7 +12,7 @@ from kafka import KafkaProducer
 
 from stedi.stack import services
 from tests.records import SAM_TEST, customer, customer_record, risk_record, set_record, zadd_record
-from tests.stack_support import produce, read_all, submit
+from tests.stack_support import console_rows, produce, read_all, submit
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +27,6 @@ def produce_at(stack, topic: str, values_and_times: list[tuple[str, int]]) -> No
         producer.send(topic, value=value.encode(), timestamp_ms=timestamp_ms)
     producer.flush()
     producer.close()
-
-
-def console_rows(output: str) -> list[list[str]]:
-    """The data rows of the console sink's tables (rows holding an email), sorted."""
-    rows = [line for line in output.splitlines() if line.startswith("|") and "@" in line]
-    return sorted([cell.strip() for cell in row.strip("|").split("|")] for row in rows)
 
 
 def joined(stack, topic: str, expected: int, timeout: float = 30.0) -> list[tuple[str, float]]:

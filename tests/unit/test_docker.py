@@ -16,10 +16,15 @@ import pytest
 
 from stedi.config import Settings
 from stedi.stack.services import stack_topics
+from tests import image_spark
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSECHECK = ROOT / "build" / "bin" / "composecheck"
 COMPOSE = ROOT / "docker-compose.yaml"
+SPARK_DOCKERFILE = ROOT / "docker" / "spark" / "Dockerfile"
+HADOLINT = ROOT / ".venv" / "bin" / "hadolint"
+# Built by compose: the app's image (the root Dockerfile) and the Spark containers'.
+BUILT_IMAGES = {"stedi:local": ROOT, "stedi-spark:local": SPARK_DOCKERFILE.parent}
 
 
 def load(path: Path) -> subprocess.CompletedProcess:
@@ -46,13 +51,20 @@ def test_the_validator_rejects_a_file_that_breaks_the_specification(tmp_path):
     assert result.returncode != 0 and "health_check" in result.stderr
 
 
+def spark_image(project: dict, service: str) -> str:
+    """The apache/spark image a Spark service's image is built FROM."""
+    return project["services"][service]["build"]["args"]["SPARK_IMAGE"]
+
+
 def test_no_version_key_and_every_image_public_and_pinned(project):
     assert not re.search(r"^version:", COMPOSE.read_text(), re.M)
     for name, service in project["services"].items():
         image = service["image"]
         if "build" in service:
-            assert image == "stedi:local", name  # built from this repository's Dockerfile
-            continue
+            assert Path(service["build"]["context"]) == BUILT_IMAGES[image], name
+            if image != "stedi-spark:local":
+                continue
+            image = spark_image(project, name)  # its base, a public image
         repository, _, tag = image.rpartition(":")
         assert tag and tag != "latest" and "/" not in tag, image
         assert "." not in repository.split("/")[0], f"{image}: not on Docker Hub"
@@ -74,7 +86,8 @@ def image_tag(project: dict, service: str) -> str:
 
 def test_spark_and_kafka_images_are_published_tags_of_the_pinned_versions(project):
     for name in ("spark-master", "spark-worker"):
-        assert image_tag(project, name) in PUBLISHED_SPARK_TAGS, name
+        repository, _, tag = spark_image(project, name).rpartition(":")
+        assert repository == "apache/spark" and tag in PUBLISHED_SPARK_TAGS, name
     for name in ("kafka", "kafka-init"):
         image = project["services"][name]["image"]
         assert image.startswith("confluentinc/cp-kafka:"), name
@@ -168,15 +181,54 @@ def test_topics_and_variables_are_the_same_as_local_mode(project):
     assert volumes["/opt/stedi"]["read_only"] is True  # the repository, mounted
 
 
-def test_the_dockerfile_passes_hadolint_and_runs_as_a_non_root_user():
-    hadolint = ROOT / ".venv" / "bin" / "hadolint"
-    result = subprocess.run(
-        [str(hadolint), str(ROOT / "Dockerfile")], capture_output=True, text=True
-    )
+def hadolint(dockerfile: Path) -> None:
+    result = subprocess.run([str(HADOLINT), str(dockerfile)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def last_user(dockerfile: str) -> str:
+    return re.findall(r"^USER (\S+)", dockerfile, re.M)[-1].split(":")[0]
+
+
+def test_the_dockerfile_passes_hadolint_and_runs_as_a_non_root_user():
+    hadolint(ROOT / "Dockerfile")
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.\d+-slim", dockerfile, re.M)
-    assert re.findall(r"^USER (\S+)", dockerfile, re.M)[-1].split(":")[0] not in ("0", "root")
+    assert last_user(dockerfile) not in ("0", "root")
+
+
+def test_the_spark_image_adds_pinned_pandas_and_pyarrow_to_the_compose_files_spark(project):
+    """The score job's state function needs pandas and pyarrow in the Spark containers."""
+    hadolint(SPARK_DOCKERFILE)
+    dockerfile = SPARK_DOCKERFILE.read_text()
+    assert re.findall(r"^FROM (.+)$", dockerfile, re.M) == ["${SPARK_IMAGE}"]
+    assert re.findall(r"^ARG (\S+)$", dockerfile, re.M) == ["SPARK_IMAGE"]  # no default tag
+    # the image's own `spark` user (uid 185 in apache/spark-docker) runs the containers
+    assert last_user(dockerfile) == "185"
+    [install] = re.findall(r"pip3 install (.+)$", dockerfile, re.M)
+    packages = [word for word in install.split() if not word.startswith("--")]
+    assert all(re.fullmatch(r"[a-z]+==\d+(\.\d+)+", p) for p in packages), packages
+    assert {p.split("==")[0] for p in packages} >= {"pandas", "pyarrow"}
+    assert "--no-cache-dir" in install
+    for name in ("spark-master", "spark-worker"):
+        assert project["services"][name]["image"] == "stedi-spark:local", name
+
+
+def test_compose_starts_the_same_services_as_before_the_spark_image(project):
+    """Nothing new runs by default: the built Spark image replaced the public one in place
+    (compose-go leaves out services of profiles not asked for)."""
+    assert sorted(project["services"]) == [
+        "kafka", "kafka-init", "redis", "redis-source", "spark-master", "spark-worker", "stedi-app",
+    ]  # fmt: skip
+
+
+def test_the_image_line_test_installs_the_spark_and_pins_of_the_spark_containers(project):
+    """tests/integration/test_image_spark.py runs the jobs on what these files name."""
+    version = spark_image(project, "spark-master").split(":")[1].split("-")[0]
+    assert image_spark.image_spark_version(COMPOSE.read_text()) == version
+    pins = image_spark.image_python_pins(SPARK_DOCKERFILE.read_text())
+    [install] = re.findall(r"pip3 install (.+)$", SPARK_DOCKERFILE.read_text(), re.M)
+    assert pins == [word for word in install.split() if not word.startswith("--")]
 
 
 def test_the_image_installs_exactly_the_pyproject_dependencies():
@@ -204,25 +256,35 @@ def fake_tools(tmp_path):
     return env, record
 
 
-def run_wrapper(env, *args):
-    result = subprocess.run(
-        [str(ROOT / "submit-join.sh"), *args], env=env, capture_output=True, text=True
-    )
+def run_wrapper(env, *args, wrapper="submit-join.sh"):
+    result = subprocess.run([str(ROOT / wrapper), *args], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 
-def test_wrappers_submit_inside_spark_master_when_the_compose_stack_runs(fake_tools, project):
+WRAPPERS = {
+    "submit-redis.sh": "sparkpyrediskafkastreamtoconsole.py",
+    "submit-event.sh": "sparkpyeventskafkastreamtoconsole.py",
+    "submit-join.sh": "sparkpykafkajoin.py",
+    "submit-score.sh": "sparkpyriskscore.py",
+}
+
+
+@pytest.mark.parametrize("wrapper", WRAPPERS)
+def test_wrappers_submit_inside_spark_master_when_the_compose_stack_runs(
+    fake_tools, project, wrapper
+):
     env, record = fake_tools
-    run_wrapper({**env, "FAKE_COMPOSE_SERVICES": "kafka,redis,spark-master"}, "--available-now")
+    running = {**env, "FAKE_COMPOSE_SERVICES": "kafka,redis,spark-master"}
+    run_wrapper(running, "--available-now", wrapper=wrapper)
     submit = record.read_text().splitlines()[-1]
     assert submit.startswith("docker compose -f ")
     assert " exec -T spark-master /opt/spark/bin/spark-submit " in submit
     assert " --master spark://spark-master:7077 " in submit
     # the connector of the image's Spark, which may trail pyspark's pin
-    version = project["services"]["spark-master"]["image"].split(":")[1].split("-")[0]
+    version = spark_image(project, "spark-master").split(":")[1].split("-")[0]
     assert f" --packages org.apache.spark:spark-sql-kafka-0-10_2.13:{version} " in submit
     assert " --conf spark.jars.ivy=/tmp/.ivy2 " in submit
-    assert submit.endswith(" /opt/stedi/sparkpykafkajoin.py --available-now")
+    assert submit.endswith(f" /opt/stedi/{WRAPPERS[wrapper]} --available-now")
 
 
 def test_wrappers_submit_locally_when_the_compose_stack_is_not_running(fake_tools):
