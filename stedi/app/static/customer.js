@@ -17,8 +17,8 @@ if (scoreCanvas) {
       plugins: { legend: { display: false } },
       scales: {
         x: { title: { display: true, text: "test stopped (your time)" } },
-        // The sign as the original computes it: previous two tests minus the recent two.
-        y: { title: { display: true, text: "risk score (s): > 0 improved, < 0 deteriorated" } },
+        // The sign is explained above the chart (#score-sign), as on the graph page.
+        y: { title: { display: true, text: "risk score (s)" } },
       },
     },
   });
