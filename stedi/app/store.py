@@ -237,7 +237,11 @@ class Store:
     async def customer_tests(self, email: str) -> list[dict]:
         """The customer's tests from TestsOf, newest first: one read, of this customer's
         tests only, however many tests the others have."""
-        rows = _loads_all(await self.client.hvals(tests_of(email)))
+        rows = [
+            row
+            for row in _loads_all(await self.client.hvals(tests_of(email)))
+            if all(isinstance(row.get(f), int) for f in ("startTime", "stopTime", "testTime"))
+        ]
         return sorted(rows, key=lambda t: (t["stopTime"], t["startTime"]), reverse=True)
 
     async def latest_tests(self, emails: list[str]) -> dict[str, dict]:

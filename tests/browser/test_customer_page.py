@@ -65,6 +65,15 @@ def test_six_tests_by_hand_show_on_the_customers_page_with_scores_and_a_chart(ap
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1100, "height": 900}, timezone_id=TIME_ZONE)
+        errors = []  # a script the CSP blocks, a failed chart: the console says so
+
+        def console(message):
+            # The app has no favicon; Chromium asks for one.
+            if message.type == "error" and not message.location["url"].endswith("/favicon.ico"):
+                errors.append(f"{message.text} ({message.location['url']})")
+
+        page.on("console", console)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
         log_in(page, app.url)
         page.goto(f"{app.url}/customers/new")
         page.fill("input[name=customerName]", "Bea Browser")
@@ -122,4 +131,5 @@ def test_six_tests_by_hand_show_on_the_customers_page_with_scores_and_a_chart(ap
         row = page.locator("#customer-list tbody tr", has=link)
         expect(row.locator("time")).to_have_text(local(datetimes[0]))
         expect(row).to_contain_text("34.25 improved")
+        assert errors == []
         browser.close()
