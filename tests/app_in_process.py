@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import fakeredis
 import httpx
+from fakeredis._socket import AsyncFakeSocket
 
 with warnings.catch_warnings():
     # Starlette would rather have httpx2; the tests' steps and AppServer use the pinned
@@ -74,8 +75,11 @@ class InProcessApp:
 
 
 @contextlib.contextmanager
-def app_in_process(**settings_changes) -> Iterator[InProcessApp]:
-    """The app with a fresh fake Redis, started (admin created) and stopped around the block."""
+def app_in_process(
+    server: fakeredis.FakeServer | None = None, **settings_changes
+) -> Iterator[InProcessApp]:
+    """The app, started (admin created, history loaded) and stopped around the block, on a
+    fresh fake Redis or on `server` (the Redis of an app before: a restart)."""
     settings = dataclasses.replace(
         Settings(),
         admin_user=ADMIN_EMAIL,
@@ -83,7 +87,7 @@ def app_in_process(**settings_changes) -> Iterator[InProcessApp]:
         simulate=False,
         **settings_changes,
     )
-    server = fakeredis.FakeServer()
+    server = server or fakeredis.FakeServer()
     client = fakeredis.FakeAsyncRedis(server=server)
     publisher = SentScores(settings.events_topic)
     services = Services(
@@ -95,9 +99,31 @@ def app_in_process(**settings_changes) -> Iterator[InProcessApp]:
     )
     redis = fakeredis.FakeRedis(server=server)
     with TestClient(create_app(settings, services)) as test_client:
-        deadline = time.monotonic() + 10
-        # The first start runs in the background; its last step gives Sam Test an owner.
-        while not redis.hexists("CustomerOwner", SAMPLE_CUSTOMER["email"]):
+        deadline = time.monotonic() + 30
+        # The first start runs in the background; /health says up once it is done.
+        while test_client.get("/health").status_code != 200:
             assert time.monotonic() < deadline, "the app's first start did not finish"
             time.sleep(0.01)
+        assert redis.hexists("CustomerOwner", SAMPLE_CUSTOMER["email"])
         yield InProcessApp(test_client, redis, publisher)
+
+
+@contextlib.contextmanager
+def redis_commands() -> Iterator[list[tuple[str, str]]]:
+    """Each command the app's Redis runs in the block, as (name, first argument: the key
+    for the commands the app reads with). Only the app's asyncio client is counted, not a
+    test's synchronous one. (fakeredis' socket is private API: pinned in pyproject.toml.)"""
+    seen: list[tuple[str, str]] = []
+    process = AsyncFakeSocket._process_command
+
+    def counted(self, fields: list[bytes]) -> None:
+        if fields:
+            names = [f.decode(errors="replace") for f in fields[:2]]
+            seen.append((names[0].upper(), names[1] if len(names) > 1 else ""))
+        process(self, fields)
+
+    AsyncFakeSocket._process_command = counted
+    try:
+        yield seen
+    finally:
+        AsyncFakeSocket._process_command = process

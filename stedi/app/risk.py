@@ -16,6 +16,10 @@ from decimal import ROUND_HALF_UP, Decimal
 MIN_TESTS = 4
 TOTAL_STEPS = 30
 CENTS = Decimal("0.01")
+# The caregiver's label for a score: within +/-1 s is steady. A person clicks 30 steps by
+# hand and the score compares means of two tests, so a second either way is noise, not a
+# change in balance (tests take 60-120 s).
+STEADY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,25 @@ def risk_score(tests: Iterable[StepTest]) -> Risk | None:
     return Risk(float(score), recent[-1].stop_ms)
 
 
+def risk_after_each(tests: Iterable[StepTest]) -> list[tuple[StepTest, Risk | None]]:
+    """Each test, in stop order, with the risk the app computes when it stores the tests in
+    that order: the score from the four most recent up to it (None before the fourth)."""
+    ordered = sorted(tests, key=lambda t: t.stop_ms)
+    return [
+        (test, risk_score(ordered[max(0, i + 1 - MIN_TESTS) : i + 1]))
+        for i, test in enumerate(ordered)
+    ]
+
+
+def trend(score: float) -> str:
+    """improved (faster lately), deteriorated (slower) or steady, by STEADY_SECONDS."""
+    if score > STEADY_SECONDS:
+        return "improved"
+    if score < -STEADY_SECONDS:
+        return "deteriorated"
+    return "steady"
+
+
 def iso_millis(epoch_ms: int) -> str:
     """`2020-09-14T07:54:06.417Z`: ISO-8601 UTC with milliseconds, as the original."""
     moment = datetime.fromtimestamp(epoch_ms // 1000, timezone.utc)
@@ -62,8 +85,13 @@ def risk_event(email: str, risk: Risk, now: datetime | None = None) -> tuple[byt
     """(key, value) of a `stedi-events` record: key = publish time in epoch ms as a string."""
     now = now or datetime.now(timezone.utc)
     millis = int(now.timestamp() * 1000)
-    value = {"customer": email, "score": risk.score, "riskDate": iso_millis(risk.risk_date_ms)}
+    value = risk_record(email, risk)
     return str(millis).encode(), json.dumps(value, separators=(",", ":")).encode()
+
+
+def risk_record(email: str, risk: Risk) -> dict:
+    """A `stedi-events` value: also the answer of the app's per-customer risk lookup."""
+    return {"customer": email, "score": risk.score, "riskDate": iso_millis(risk.risk_date_ms)}
 
 
 def is_deteriorating(birth_year: int) -> bool:

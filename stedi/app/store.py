@@ -15,6 +15,14 @@ UserEmail              hash: user email -> 1, claimed once with HSETNX (sign-ups
 Login:<sha256(id)>     hash: {user}, a login session, expiring with it; the cookie holds
                        the id, Redis only its hash
 LoginsOf:<user>        hash: sha256(id) -> expiry (epoch s), the user's sessions
+TestsOf:<customer>     hash: "<stopTime>:<startTime>" -> the test with the risk the app
+                       computed when it stored it ({"startTime","stopTime","testTime",
+                       "totalSteps","score","riskDate"}, times in epoch ms, score and
+                       riskDate null before the 4th test): an index of `RapidStepTest`, so
+                       one customer's page reads only that customer's tests
+LatestTest             hash: customer email -> {"stopTime","score","riskDate"}, the last
+                       test and the current risk, for the timer page's list
+`RapidStepTest` is the store of record: the app's start indexes what the index lacks.
 """
 
 from __future__ import annotations
@@ -33,14 +41,13 @@ from argon2.exceptions import VerificationError
 
 from stedi.app import validation
 from stedi.app.hashing import BoundedPool
-from stedi.app.risk import TOTAL_STEPS, Risk, StepTest, risk_score
+from stedi.app.risk import TOTAL_STEPS, Risk, StepTest, risk_after_each, risk_score
 from stedi.app.validation import InvalidInput
 
 CUSTOMER, USER, RAPID_STEP_TEST = "Customer", "User", "RapidStepTest"
-CUSTOMER_OWNER, USER_EMAIL = "CustomerOwner", "UserEmail"
+CUSTOMER_OWNER, USER_EMAIL, LATEST_TEST = "CustomerOwner", "UserEmail", "LatestTest"
 SAMPLE_CUSTOMER = {"customerName": "Sam Test", "email": "sam.test@test.com",
                    "phone": "8015551212", "birthDay": "2001-01-03"}  # fmt: skip
-RECENT_TESTS = 10  # kept per customer in memory, for its page
 _hasher = PasswordHasher()
 _hashing = BoundedPool()  # argon2 never on the event loop; a burst beyond its queue: Busy
 
@@ -55,6 +62,53 @@ def _dumps(entity: dict) -> str:
 
 def customers_of(user: str) -> str:
     return f"CustomersOf:{user}"
+
+
+def tests_of(customer_email: str) -> str:
+    return f"TestsOf:{customer_email}"
+
+
+def _test_field(test: dict) -> str:
+    return f"{test['stopTime']}:{test['startTime']}"
+
+
+def _test_row(test: dict, risk: Risk | None) -> str:
+    """A TestsOf value: the test without its customer, with the risk computed when stored."""
+    return _dumps(
+        {
+            "startTime": test["startTime"],
+            "stopTime": test["stopTime"],
+            "testTime": test["testTime"],
+            "totalSteps": test.get("totalSteps"),
+            "score": None if risk is None else risk.score,
+            "riskDate": None if risk is None else risk.risk_date_ms,
+        }
+    )
+
+
+def _latest(tests: list[StepTest]) -> str:
+    """A LatestTest value from all of a customer's tests."""
+    risk = risk_score(tests)
+    return _dumps(
+        {
+            "stopTime": max(t.stop_ms for t in tests),
+            "score": None if risk is None else risk.score,
+            "riskDate": None if risk is None else risk.risk_date_ms,
+        }
+    )
+
+
+def _loads_all(raw: list[bytes]) -> list[dict]:
+    """The JSON objects among `raw`; anything else (someone else's data) is skipped."""
+    found = []
+    for value in raw:
+        try:
+            entity = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(entity, dict):
+            found.append(entity)
+    return found
 
 
 def _session_hash(session_id: str) -> str:
@@ -78,7 +132,6 @@ class Store:
     client: aioredis.Redis
     # Tests (stop time, duration) per customer email: the risk score needs the last four.
     durations: dict[str, list[StepTest]] = field(default_factory=dict)
-    recent: dict[str, collections.deque] = field(default_factory=dict)
     customers_per_user: int = 5000
     # One customer write per owner at a time: the quota's count and the write are one step.
     owner_locks: collections.defaultdict = field(
@@ -98,22 +151,47 @@ class Store:
         return members
 
     async def load_history(self) -> None:
-        """Rebuild the per-customer durations from the stored tests (app restart)."""
+        """Rebuild the per-customer durations from the stored tests (app restart), and index
+        the tests that `TestsOf` and `LatestTest` lack (stored before the index existed, or
+        a write the app did not finish)."""
         tests = sorted(await self._members(RAPID_STEP_TEST), key=lambda t: t.get("stopTime", 0))
         self.durations.clear()
-        self.recent.clear()
+        by_customer: dict[str, dict[str, dict]] = {}
         for test in tests:
             email = (test.get("customer") or {}).get("email")
             if (
                 email
+                and isinstance(test.get("startTime"), int)
                 and isinstance(test.get("stopTime"), int)
                 and isinstance(test.get("testTime"), int)
             ):
                 self._remember(email, test)
+                by_customer.setdefault(email, {}).setdefault(_test_field(test), test)
+        await self._index_missing(by_customer)
+
+    async def _index_missing(self, by_customer: dict[str, dict[str, dict]]) -> None:
+        emails = list(by_customer)
+        if not emails:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for email in emails:
+                pipe.hlen(tests_of(email))
+            pipe.hmget(LATEST_TEST, emails)
+            *indexed, latest = await pipe.execute()
+        for email, count, summary in zip(emails, indexed, latest, strict=True):
+            tests = sorted(by_customer[email].values(), key=lambda t: t["stopTime"])
+            if count >= len(tests) and summary is not None:
+                continue
+            # Each test's score as if stored in stop order; HSETNX keeps what the app stored.
+            steps = [StepTest(t["stopTime"], t["testTime"]) for t in tests]
+            async with self.client.pipeline(transaction=False) as pipe:
+                for test, (_, risk) in zip(tests, risk_after_each(steps), strict=True):
+                    pipe.hsetnx(tests_of(email), _test_field(test), _test_row(test, risk))
+                pipe.hset(LATEST_TEST, email, _latest(self.durations[email]))
+                await pipe.execute()
 
     def _remember(self, email: str, test: dict) -> None:
         self.durations.setdefault(email, []).append(StepTest(test["stopTime"], test["testTime"]))
-        self.recent.setdefault(email, collections.deque(maxlen=RECENT_TESTS)).append(test)
 
     # --- customers: each belongs to one user ---------------------------------------------
     async def customers(self, owner: str) -> list[dict]:
@@ -156,9 +234,22 @@ class Store:
             await self.client.zadd(CUSTOMER, {_dumps(c): 0 for c in saved})
         return saved
 
-    def recent_tests(self, email: str) -> list[dict]:
-        """The customer's latest tests, newest first (from this app's memory)."""
-        return list(reversed(self.recent.get(email, ())))
+    async def customer_tests(self, email: str) -> list[dict]:
+        """The customer's tests from TestsOf, newest first: one read, of this customer's
+        tests only, however many tests the others have."""
+        rows = [
+            row
+            for row in _loads_all(await self.client.hvals(tests_of(email)))
+            if all(isinstance(row.get(f), int) for f in ("startTime", "stopTime", "testTime"))
+        ]
+        return sorted(rows, key=lambda t: (t["stopTime"], t["startTime"]), reverse=True)
+
+    async def latest_tests(self, emails: list[str]) -> dict[str, dict]:
+        """LatestTest of these customers (those tested at least once), in one read."""
+        if not emails:
+            return {}
+        found = await self.client.hmget(LATEST_TEST, emails)
+        return {e: json.loads(v) for e, v in zip(emails, found, strict=True) if v is not None}
 
     # --- users --------------------------------------------------------------------------
     async def user(self, email: str) -> dict | None:
@@ -251,10 +342,18 @@ class Store:
             "totalSteps": TOTAL_STEPS,
             "customer": customer,
         }
+        email = customer["email"]
         added = await self.client.zadd(RAPID_STEP_TEST, {_dumps(test): 0})
         if added:
-            self._remember(customer["email"], test)
-        return test, risk_score(self.durations.get(customer["email"], ())), bool(added)
+            self._remember(email, test)
+        risk = risk_score(self.durations.get(email, ()))
+        # Also when the test was there already: a retry after a failed index write.
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hsetnx(tests_of(email), _test_field(test), _test_row(test, risk))
+            if email in self.durations:
+                pipe.hset(LATEST_TEST, email, _latest(self.durations[email]))
+            await pipe.execute()
+        return test, risk, bool(added)
 
     async def ensure_keys(self, admin_email: str | None, admin_password: str | None) -> str | None:
         """`Customer` and `User` exist after start (the user's flow checks `keys *`); the

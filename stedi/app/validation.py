@@ -108,6 +108,19 @@ def test_times(body: dict, now_ms: int) -> tuple[int, int]:
     return start, stop
 
 
+MAX_PAGE = 1_000_000
+
+
+def page_number(value: str) -> int:
+    """A `?page=` of a paged list: 1 (the first) to MAX_PAGE."""
+    if not (value.isascii() and value.isdigit() and len(value) <= 7):
+        raise InvalidInput(f"page must be a whole number from 1 to {MAX_PAGE}.")
+    number = int(value)
+    if not 1 <= number <= MAX_PAGE:
+        raise InvalidInput(f"page must be a whole number from 1 to {MAX_PAGE}.")
+    return number
+
+
 def _no_constant(name: str):
     raise InvalidInput(f"Numbers must be finite: {name} is not allowed.")
 

@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from stedi.app import validation
+from stedi.app import history, validation
 from stedi.app.auth import current_user, login_page, login_required, logout, signup_page
 from stedi.app.devices import DeviceCookies
 from stedi.app.errors import EXCEPTION_HANDLERS
@@ -36,7 +36,7 @@ from stedi.app.first_start import prepare_redis
 from stedi.app.http import HERE, json_body, page, read_form
 from stedi.app.kafka_io import GRAPH_ROUND, RiskFeed
 from stedi.app.limits import MAX_STREAMS, BodyLimit, LoginLimiter, LoginLimits, SecurityHeaders
-from stedi.app.risk import Risk, risk_event
+from stedi.app.risk import Risk, risk_event, risk_record
 from stedi.app.services import Services, connect
 from stedi.app.simulator import Simulations
 from stedi.app.store import CustomerQuota, Store
@@ -64,8 +64,10 @@ async def home(request: Request):
 
 @login_required
 async def timer_page(request: Request):
-    customers = await request.app.state.store.customers(request.state.user)
-    return page(request, "timer.html", customers=customers)
+    store: Store = request.app.state.store
+    customers = await store.customers(request.state.user)
+    latest = await store.latest_tests([c["email"] for c in customers])
+    return page(request, "timer.html", customers=history.last_tests(customers, latest))
 
 
 @login_required
@@ -95,11 +97,18 @@ async def own_customer(request: Request) -> dict:
     return customer
 
 
+async def own_customer_history(request: Request) -> dict:
+    """The page `?page=` of the user's own customer's tests (stedi/app/history.py)."""
+    customer = await own_customer(request)
+    number = validation.page_number(request.query_params.get("page", "1"))
+    rows = await request.app.state.store.customer_tests(customer["email"])
+    return history.customer_history(customer, rows, number)
+
+
 @login_required
 async def customer_page(request: Request):
-    customer = await own_customer(request)
-    tests = request.app.state.store.recent_tests(customer["email"])
-    return page(request, "customer_tests.html", customer=customer, tests=tests)
+    view = await own_customer_history(request)
+    return page(request, "customer_tests.html", view=view, subtitle=GRAPH_SUBTITLE)
 
 
 @login_required
@@ -126,9 +135,18 @@ async def api_customers(request: Request):
 
 @login_required
 async def api_customer(request: Request):
+    return JSONResponse(await own_customer_history(request))
+
+
+@login_required
+async def api_customer_risk(request: Request):
+    """The original app's per-customer score lookup, in the `stedi-events` format."""
     customer = await own_customer(request)
-    tests = request.app.state.store.recent_tests(customer["email"])
-    return JSONResponse({"customer": customer, "tests": tests})
+    rows = await request.app.state.store.customer_tests(customer["email"])
+    risk = history.current_risk(rows)
+    if risk is None:
+        raise HTTPException(404, "No risk score yet: a customer has one from the 4th test on.")
+    return JSONResponse(risk_record(customer["email"], risk))
 
 
 @login_required
@@ -310,6 +328,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/health", health),
         Route("/api/customers", api_customers, methods=["GET", "POST"]),
         Route("/api/customers/{email}", api_customer),
+        Route("/api/customers/{email}/risk", api_customer_risk),
         Route("/api/tests", api_tests, methods=["POST"]),
         Route("/api/simulation", api_simulation, methods=["GET", "POST"]),
         Route("/api/risk-stream", risk_stream),

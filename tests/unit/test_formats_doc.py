@@ -45,6 +45,8 @@ WRITTEN = {
     "spark-dead-letter",
     "redis-source-dead-letter",
     "risk-score",
+    "tests-of",
+    "latest-test",
 }
 # Fields no schema declares: a ZADD's second copy of its members (see the page), and a
 # SET's expiry (the jobs skip SET records).
@@ -120,6 +122,26 @@ def test_the_app_writes_the_events_and_users_and_reads_the_outputs():
     counts = QualityCounts()
     counts.add(TEXTS["risk-quality"].encode())
     assert counts.line() == "scores checked: 1, agreeing: 1"
+
+
+def test_the_app_indexes_each_test_with_its_score_beside_rapid_step_test():
+    test, customer = EXAMPLES["rapid-step-test"], EXAMPLES["rapid-step-test"]["customer"]
+    server = fakeredis.FakeServer()
+    store = Store(fakeredis.FakeAsyncRedis(server=server))
+
+    async def store_tests():
+        # Three earlier tests (70, 70, 66 s), then the example's 60 s: (70+70)/2 - (66+60)/2
+        for before, seconds in ((3, 70), (2, 70), (1, 66)):
+            stop = test["stopTime"] - before * 600_000
+            await store.add_test(customer, stop - seconds * 1000, stop)
+        return await store.add_test(customer, test["startTime"], test["stopTime"])
+
+    _, risk, _ = asyncio.run(store_tests())
+    assert risk == Risk(EXAMPLES["stedi-events"]["score"], test["stopTime"])
+    redis = fakeredis.FakeRedis(server=server)
+    field = f"{test['stopTime']}:{test['startTime']}"
+    assert redis.hget(f"TestsOf:{customer['email']}", field).decode() == TEXTS["tests-of"]
+    assert redis.hget("LatestTest", customer["email"]).decode() == TEXTS["latest-test"]
 
 
 def test_the_risk_score_example_is_the_models_score():

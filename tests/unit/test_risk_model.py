@@ -11,7 +11,16 @@ from datetime import datetime, timezone
 
 import pytest
 
-from stedi.app.risk import Risk, StepTest, next_duration_ms, risk_event, risk_score
+from stedi.app.risk import (
+    STEADY_SECONDS,
+    Risk,
+    StepTest,
+    next_duration_ms,
+    risk_after_each,
+    risk_event,
+    risk_score,
+    trend,
+)
 from stedi.app.simulator import CUSTOMERS_PER_ACTIVATION, Simulator, new_customers
 
 
@@ -67,6 +76,27 @@ def test_only_the_four_most_recent_tests_by_stop_time_count_in_any_arrival_order
     random.Random(3).shuffle(shuffled)
     assert shuffled != tests
     assert risk_score(shuffled) == risk_score(tests) == Risk(10.0, tests[-1].stop_ms)
+
+
+def test_each_test_gets_the_score_of_the_tests_up_to_it_in_stop_order():
+    tests = in_order(100000, 90000, 95000, 105000, 60000, 71500)
+    shuffled = tests[::-1]
+    replayed = risk_after_each(shuffled)
+    assert [t for t, _ in replayed] == tests
+    assert [r for _, r in replayed] == [risk_score(tests[: i + 1]) for i in range(6)]
+    assert [None if r is None else r.score for _, r in replayed] == [
+        None, None, None, -5.0, 10.0, 34.25
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("score_s", "label"),
+    [(34.25, "improved"), (1.01, "improved"), (1.0, "steady"), (0.0, "steady"),
+     (-1.0, "steady"), (-1.01, "deteriorated"), (-5.0, "deteriorated")],
+)  # fmt: skip
+def test_within_one_second_either_way_is_steady(score_s, label):
+    assert STEADY_SECONDS == 1.0  # the threshold docs/formats.md states
+    assert trend(score_s) == label
 
 
 def test_risk_date_is_the_stop_time_of_the_most_recent_test():

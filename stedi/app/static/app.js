@@ -32,3 +32,19 @@ async function refreshStatus() {
 }
 refreshStatus();
 setInterval(refreshStatus, 5000);
+
+// Times come as ISO 8601 in UTC (<time datetime>); each is shown in the viewer's time zone.
+function localTime(iso) {
+  const d = new Date(iso);
+  const two = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} `
+    + `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+}
+
+function showLocalTimes() {
+  document.querySelectorAll("time[datetime]").forEach((element) => {
+    element.textContent = localTime(element.dateTime);
+    element.title = element.dateTime;  // the UTC time on hover
+  });
+}
+showLocalTimes();
