@@ -4,7 +4,8 @@ Reads STEDI_REDIS_TOPIC (default `redis-server`: customers, as the Redis
 source publishes them) and STEDI_EVENTS_TOPIC (default `stedi-events`: risk
 scores from the STEDI app), one Kafka source each, inner-joins them on email and
 writes one JSON record per risk score to KAFKA_RISK_TOPIC (default
-`customer-risk`), keyed by email:
+`customer-risk`), keyed by email, with the score's riskDate in a `riskDate`
+header (so a reader tells assessments, and repeats of one, apart):
 
     {"customer":"Santosh.Fibonnaci@test.com","score":28.5,
      "email":"Santosh.Fibonnaci@test.com","birthYear":1963}
@@ -144,6 +145,9 @@ EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 ISO_INSTANT_PATTERN = r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d{1,9})?)?(Z|[+-]\d\d:?\d\d)$"
 # A copy, as in the score script: tests/unit/test_scripts_standalone.py keeps them equal.
 DEAD_LETTER_VALUE_BYTES = 64 * 1024
+# The app's and the score job's spelling of a riskDate (ISO-8601, UTC, milliseconds).
+# A copy, as in the score script: tests/unit/test_scripts_standalone.py keeps them equal.
+RISK_DATE_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
 
 
 # --- decoding: pure DataFrame -> DataFrame, built-in functions only -------------------------
@@ -343,24 +347,35 @@ def join_risk_with_customers(customers: DataFrame, risks: DataFrame, risk_wait: 
         F.col("r.score").alias("score"),
         F.col("c.email").alias("email"),
         F.col("c.birthYear").alias("birthYear"),
+        F.col("r.riskDate").alias("riskDate"),
     )
 
 
 def customer_risk_records(joined: DataFrame) -> DataFrame:
-    """Output records: key = email, value = the spec's JSON (no phone, no birth date)."""
+    """Output records: key = email, value = the spec's JSON (no phone, no birth date),
+    header `riskDate` = the score's riskDate as UTF-8 text.
+
+    The header tells assessments apart, and a repeat (a rewritten micro-batch) is the
+    same key, value and header. The riskDate is written in RISK_DATE_FORMAT (the
+    session is UTC): for the app's and the score job's records, the text that arrived.
+    """
+    risk_date = F.date_format("riskDate", RISK_DATE_FORMAT)
     return joined.select(
         F.col("email").alias("key"),
         F.to_json(F.struct("customer", "score", "email", "birthYear")).alias("value"),
+        F.array(
+            F.struct(F.lit("riskDate").alias("key"), F.encode(risk_date, "UTF-8").alias("value"))
+        ).alias("headers"),
     )
 
 
 def pipeline(
     customer_records: DataFrame, event_records: DataFrame, settings: Settings
 ) -> DataFrame:
-    """Kafka records of `redis-server` and `stedi-events` -> (topic, key, value) rows.
+    """Kafka records of `redis-server` and `stedi-events` -> (topic, key, value, headers) rows.
 
     One Kafka sink: the joined records go to the output topic, the dead
-    letters of both inputs to the dead-letter topic.
+    letters of both inputs (no headers) to the dead-letter topic.
     """
     members = customer_members(with_arrival_time(customer_records))
     events = risk_events(with_arrival_time(event_records))
@@ -375,7 +390,7 @@ def pipeline(
         .observe("dead_letters", F.count(F.lit(1)).alias("count"))
         .withColumn("topic", F.lit(settings.dead_letter_topic))
     )
-    return joined.unionByName(letters)
+    return joined.unionByName(letters, allowMissingColumns=True)  # letters: null headers
 
 
 # --- I/O -----------------------------------------------------------------------------------

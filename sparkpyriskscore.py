@@ -219,6 +219,7 @@ RAPID_STEP_TEST_KEY = bytearray(b"RapidStepTest")
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 # A copy, as in the join script: tests/unit/test_scripts_standalone.py keeps them equal.
 DEAD_LETTER_VALUE_BYTES = 64 * 1024
+# A copy, as in the join script: tests/unit/test_scripts_standalone.py keeps them equal.
 RISK_DATE_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
 
 

@@ -1,19 +1,23 @@
 """The app's Kafka side: risk scores out to `stedi-events`, joined records in for the graph.
 
 Both survive Kafka being down: scores wait in a bounded outbox and are retried,
-the graph's consumer reconnects by itself, and `status` says what is wrong.
+the graph's consumer reconnects by itself, and `status` says what is wrong. The
+output topic is at least once (a join restart rewrites its last micro-batch); the
+graph shows each assessment once, by the records' `riskDate` header.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
 log = logging.getLogger("stedi.app.kafka")
@@ -22,6 +26,12 @@ OUTBOX_LIMIT = 100_000
 BOOTSTRAP_TIMEOUT_MS = 5000  # say "Kafka unavailable" on the page within seconds, not 30
 RECONNECT_SECONDS = 5
 POLL_MS = 500  # how soon a reader sees that it is asked to stop
+RISK_DATE_HEADER = "riskDate"  # on each joined record: the score's riskDate (docs/formats.md)
+# The graph remembers this many assessments it showed, the oldest forgotten first. A join
+# restart rewrites only its last micro-batch, so a repeat comes at most one batch after
+# its first copy: this covers a batch of 100,000 scores (a backlog caught up at once), in
+# about 15 MB (a 16-byte digest and its OrderedDict entry, ~150 bytes each).
+SHOWN_LIMIT = 100_000
 
 
 def read_topic(
@@ -31,13 +41,14 @@ def read_topic(
     *,
     offset_reset: str,
     on_connect: Callable[[], None],
-    on_record: Callable[[bytes | None], None],
+    on_records: Callable[[list[ConsumerRecord]], None],
     on_unavailable: Callable[[Exception], None],
 ) -> None:
     """Reads `topic` (no consumer group) until `stop_event` is set; blocks, run it in a thread.
 
-    When Kafka fails it calls `on_unavailable` and reconnects RECONNECT_SECONDS later; each
-    connection reads again from `offset_reset` ("earliest" or "latest") after `on_connect`.
+    Each poll's records go to `on_records` in one list, in order. When Kafka fails it calls
+    `on_unavailable` and reconnects RECONNECT_SECONDS later; each connection reads again
+    from `offset_reset` ("earliest" or "latest") after `on_connect`.
     """
     while not stop_event.is_set():
         consumer = None
@@ -52,9 +63,9 @@ def read_topic(
             )
             on_connect()
             while not stop_event.is_set():
-                for records in consumer.poll(timeout_ms=POLL_MS).values():
-                    for record in records:
-                        on_record(record.value)
+                polled = consumer.poll(timeout_ms=POLL_MS).values()
+                if records := [record for partition in polled for record in partition]:
+                    on_records(records)
         except (KafkaError, OSError) as exc:
             on_unavailable(exc)
             stop_event.wait(RECONNECT_SECONDS)
@@ -150,6 +161,64 @@ class Stream:
         return await asyncio.wait_for(self.queue.get(), timeout)
 
 
+def graph_point(value: bytes | None) -> dict | None:
+    """A graph point from an output record, or None for a record without both fields.
+
+    Birth year and score only: the graph is team-wide and shows no contact details.
+    """
+    try:
+        record = json.loads(value)
+        point = {"birthYear": int(record["birthYear"]), "score": float(record["score"])}
+    except (TypeError, ValueError, KeyError):
+        return None
+    return point
+
+
+class ShownAssessments:
+    """The last `limit` assessments the graph showed, oldest forgotten first."""
+
+    def __init__(self, limit: int = SHOWN_LIMIT):
+        self.limit = limit
+        self.digests: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+
+    def first_showing(self, assessment: tuple) -> bool:
+        """True, and remembered, unless `assessment` is among the last `limit` shown."""
+        # A digest, not the texts: about half the memory; 128 bits do not collide here.
+        digest = hashlib.blake2b(repr(assessment).encode(), digest_size=16).digest()
+        if digest in self.digests:
+            return False
+        self.digests[digest] = None
+        if len(self.digests) > self.limit:
+            self.digests.popitem(last=False)
+        return True
+
+    def __len__(self) -> int:
+        return len(self.digests)
+
+
+Headers = list[tuple[str, bytes]]
+
+
+def new_points(
+    records: Iterable[tuple[bytes | None, bytes | None, Headers]], shown: ShownAssessments
+) -> list[dict]:
+    """The graph points of one poll's records (key, value, headers), each assessment once.
+
+    An assessment is the record's key (the email), its `riskDate` header and its score:
+    a join restart rewrites its last micro-batch byte for byte, and those repeats are
+    dropped here. Records without the header (from an older join) are always points.
+    """
+    points = []
+    for key, value, headers in records:
+        point = graph_point(value)
+        if point is None:
+            continue
+        risk_date = dict(headers or ()).get(RISK_DATE_HEADER)
+        if risk_date is None or shown.first_showing((key, risk_date, point["score"])):
+            points.append(point)
+    return points
+
+
 class RiskFeed:
     """Reads the output topic in a thread and fans the points out to the graph's streams."""
 
@@ -157,6 +226,7 @@ class RiskFeed:
         self.bootstrap_servers, self.topic = bootstrap_servers, topic
         self.stream_buffer = stream_buffer
         self.points: list[dict] = []  # the current round, for streams that join late
+        self.shown = ShownAssessments()  # only the reader's thread uses it
         self.streams: set[Stream] = set()
         self.error: str | None = None
         self.stop_event = threading.Event()
@@ -191,16 +261,6 @@ class RiskFeed:
                 stream.end()
                 log.info("ended a live graph stream that fell behind: the browser reconnects")
 
-    @staticmethod
-    def parse(value: bytes | None) -> dict | None:
-        """A graph point from an output record, or None for a record without both fields."""
-        try:
-            record = json.loads(value)
-            point = {"birthYear": int(record["birthYear"]), "score": float(record["score"])}
-        except (TypeError, ValueError, KeyError):
-            return None
-        return point
-
     def _consume(self) -> None:
         read_topic(
             self.bootstrap_servers,
@@ -208,16 +268,16 @@ class RiskFeed:
             self.stop_event,
             offset_reset="latest",
             on_connect=self._connected,
-            on_record=self._received,
+            on_records=self._received,
             on_unavailable=self._unavailable,
         )
 
     def _connected(self) -> None:
         self.error = None
 
-    def _received(self, value: bytes | None) -> None:
-        point = self.parse(value)
-        if point is not None:
+    def _received(self, records: list[ConsumerRecord]) -> None:
+        triples = [(r.key, r.value, r.headers) for r in records]
+        for point in new_points(triples, self.shown):
             self.loop.call_soon_threadsafe(self._deliver, point)
 
     def _unavailable(self, exc: Exception) -> None:

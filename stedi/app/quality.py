@@ -57,9 +57,13 @@ class RiskQuality:
             self.stop_event,
             offset_reset="earliest",
             on_connect=self._connected,
-            on_record=lambda value: self.counts.add(value),
+            on_records=self._received,
             on_unavailable=self._unavailable,
         )
+
+    def _received(self, records: list) -> None:
+        for record in records:
+            self.counts.add(record.value)
 
     def _connected(self) -> None:
         self.counts = QualityCounts()  # a reconnect reads from the beginning again

@@ -34,7 +34,7 @@ class Calls:
             kwargs={
                 "offset_reset": offset_reset,
                 "on_connect": self.connected,
-                "on_record": self.records.append,
+                "on_records": self.records.extend,
                 "on_unavailable": self.unavailable,
             },
             daemon=True,
@@ -55,7 +55,7 @@ def test_the_reader_hands_over_each_record_from_the_earliest_and_ends_when_stopp
     calls.stop.set()
     thread.join(10)
     assert not thread.is_alive()
-    assert calls.records == [b"one", b"two", b"three"]
+    assert [record.value for record in calls.records] == [b"one", b"two", b"three"]
     assert (calls.connects, calls.failures) == (1, [])
 
 

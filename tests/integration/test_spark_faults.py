@@ -2,19 +2,26 @@
 
 Each test counts what went in and what came out of a join started through its
 wrapper as a stream: every score produced is joined at least once; a repeat
-can only come from a micro-batch replayed after the fault.
+can only come from a micro-batch replayed after the fault. The app's graph,
+reading the same output topic, shows each of those assessments once (issue 22).
 """
 
+import collections
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 
+import httpx
 import pytest
+from kafka import KafkaProducer
 
 from stedi.stack import services
+from tests.app_server import AppServer, logged_in
 from tests.records import customer, customer_record, risk_record
 from tests.stack_support import TopicReader, produce
 
@@ -56,10 +63,64 @@ def score_of(i):
     return float(i) + 0.25  # every score unique, so outputs can be counted
 
 
+def risk_date_of(i):
+    """Each score its own assessment: a riskDate a minute after the previous one's."""
+    moment = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=i)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def produce_scores(stack, topic, numbers, per_second=10):
     for i in numbers:
-        produce(stack, topic, [risk_record(CUSTOMERS[i % len(CUSTOMERS)]["email"], score_of(i))])
+        email = CUSTOMERS[i % len(CUSTOMERS)]["email"]
+        produce(stack, topic, [risk_record(email, score_of(i), risk_date_of(i))])
         time.sleep(1 / per_second)
+
+
+class GraphPoints:
+    """The points the real app's live graph stream (/api/risk-stream) sends, as a browser
+    gets them, read in a thread until the stream ends."""
+
+    def __init__(self, app):
+        self.client, self.token = logged_in(app)
+        self.points: list[dict] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        try:
+            with self.client.stream("GET", "/api/risk-stream", timeout=60) as stream:
+                event = None
+                for line in stream.iter_lines():
+                    if line.startswith("event: "):
+                        event = line.removeprefix("event: ")
+                    elif line.startswith("data: ") and event == "point":
+                        self.points.append(json.loads(line.removeprefix("data: ")))
+        except httpx.HTTPError:
+            pass  # the app went away: the test's assertions say what was missed
+
+    def scores(self, expected, timeout):
+        """The points' scores, once every expected score is among them or `timeout` passed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not {p["score"] for p in self.points} >= expected:
+            time.sleep(0.2)
+        return [p["score"] for p in self.points]
+
+    def close(self):
+        try:
+            self.client.post("/logout", data={"csrf": self.token})  # ends the stream
+        except httpx.HTTPError:
+            pass  # the app is gone, and the stream with it
+        self.thread.join(30)
+        self.client.close()
+
+
+def write_again(stack, topic, records):
+    """Writes consumed records again, key, value and headers, as a rewritten batch does."""
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap_servers)
+    for r in records:
+        producer.send(topic, key=r.key, value=r.value, headers=r.headers)
+    producer.flush()
+    producer.close()
 
 
 def scores_read(reader, expected, timeout):
@@ -69,14 +130,21 @@ def scores_read(reader, expected, timeout):
     return [json.loads(r.value)["score"] for r in records]
 
 
-def test_a_join_killed_mid_stream_and_restarted_by_its_wrapper_joins_every_score(
+def test_a_join_killed_mid_stream_and_restarted_joins_every_score_and_the_graph_shows_each_once(
     stack, topics, tmp_path
 ):
-    reader = TopicReader(stack, topics["KAFKA_RISK_TOPIC"])
-    produce(stack, topics["STEDI_REDIS_TOPIC"], [customer_record(*CUSTOMERS)])
-    job = JoinJob(topics, tmp_path / "join.log")
-    job.start()
-    try:
+    with contextlib.ExitStack() as cleanup:  # stops what started, last first
+        reader = TopicReader(stack, topics["KAFKA_RISK_TOPIC"])
+        cleanup.callback(reader.close)
+        produce(stack, topics["STEDI_REDIS_TOPIC"], [customer_record(*CUSTOMERS)])
+        app = AppServer({"KAFKA_RISK_TOPIC": topics["KAFKA_RISK_TOPIC"]}, tmp_path / "app.log")
+        cleanup.callback(app.stop)
+        graph = GraphPoints(app)  # reads the topic from its end, before the join writes
+        cleanup.callback(graph.close)
+        job = JoinJob(topics, tmp_path / "join.log")
+        job.start()
+        cleanup.callback(job.signal, signal.SIGTERM)
+
         first = set(map(score_of, range(100)))
         feeder = threading.Thread(
             target=produce_scores, args=(stack, topics["STEDI_EVENTS_TOPIC"], range(100))
@@ -89,15 +157,30 @@ def test_a_join_killed_mid_stream_and_restarted_by_its_wrapper_joins_every_score
         job.start()
         more = set(map(score_of, range(100, 150)))
         produce_scores(stack, topics["STEDI_EVENTS_TOPIC"], range(100, 150), per_second=50)
-        scores = [json.loads(r.value)["score"] for r in seen] + scores_read(
-            reader, (first | more) - {json.loads(r.value)["score"] for r in seen}, timeout=300
+        unseen = (first | more) - {json.loads(r.value)["score"] for r in seen}
+        records = seen + reader.read(
+            lambda rs: {json.loads(r.value)["score"] for r in rs} >= unseen, timeout=300
         )
+        scores = [json.loads(r.value)["score"] for r in records]
         assert set(scores) == first | more, job.log()
         # Repeats come only from a replayed micro-batch: at most once more each.
         assert max(scores.count(s) for s in set(scores)) <= 2
-    finally:
-        job.signal(signal.SIGTERM)
-        reader.close()
+        repeats = len(scores) - len(set(scores))  # on the topic: allowed (at least once)
+
+        # The first records again, as another rewritten batch would write them (so the graph
+        # meets repeats even when the kill left none), then one new assessment: once its
+        # point is shown, every repeat before it was read.
+        new_score = -1.25
+        value = json.loads(records[-1].value) | {"score": new_score}
+        new = records[-1]._replace(
+            value=json.dumps(value, separators=(",", ":")).encode(),
+            headers=[("riskDate", risk_date_of(1000).encode())],
+        )
+        write_again(stack, topics["KAFKA_RISK_TOPIC"], [*records[:10], new])
+        shown = graph.scores(first | more | {new_score}, timeout=60)
+        assert set(shown) == first | more | {new_score}, app.process.tail()
+        twice = [s for s, n in collections.Counter(shown).items() if n > 1]
+        assert twice == [], f"{repeats} repeats on the topic; points shown twice: {twice}"
 
 
 def test_the_join_recovers_by_itself_after_the_broker_was_down_two_minutes(stack, topics, tmp_path):

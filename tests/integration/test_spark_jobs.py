@@ -93,7 +93,9 @@ def test_join_job_writes_the_spec_records_and_dead_letters(stack, topics):
         b'{"customer":"Santosh.Fibonnaci@test.com","score":28.5,'
         b'"email":"Santosh.Fibonnaci@test.com","birthYear":1963}'
     )
+    assert record.headers == [("riskDate", b"2020-09-14T07:54:06.417Z")]  # risk_record's
     letters = read_all(stack, topics["STEDI_DEAD_LETTER_TOPIC"], 2)
+    assert [r.headers for r in letters] == [[], []]
     assert sorted(
         (json.loads(r.value)["sourceTopic"], json.loads(r.value)["reason"]) for r in letters
     ) == [

@@ -14,7 +14,7 @@ from decimal import Decimal
 import fakeredis
 import pytest
 
-from stedi.app.kafka_io import RiskFeed
+from stedi.app.kafka_io import graph_point
 from stedi.app.quality import QualityCounts
 from stedi.app.risk import Risk, StepTest, risk_event, risk_score
 from stedi.app.store import Store
@@ -115,7 +115,7 @@ def test_the_app_writes_the_events_and_users_and_reads_the_outputs():
     assert list(stored) == list(user) and stored["passwordHash"].startswith("$argon2id$")
 
     joined = EXAMPLES["customer-risk"]
-    assert RiskFeed.parse(TEXTS["customer-risk"].encode()) == {
+    assert graph_point(TEXTS["customer-risk"].encode()) == {
         "birthYear": joined["birthYear"],
         "score": joined["score"],
     }
@@ -155,11 +155,16 @@ def test_the_risk_score_example_is_the_models_score():
 
 def test_the_spark_outputs_are_what_the_scripts_write(spark):
     joined = EXAMPLES["customer-risk"]
+    risk_date = EXAMPLES["stedi-events"]["riskDate"]
     rows = spark.createDataFrame(
-        [joined], "customer string, score double, email string, birthYear int"
+        [{**joined, "riskDate": datetime.fromisoformat(risk_date)}],
+        "customer string, score double, email string, birthYear int, riskDate timestamp",
     )
     [record] = join_job.customer_risk_records(rows).collect()
     assert record["key"] == joined["email"] and json.loads(record["value"]) == joined
+    assert [(h.key, bytes(h.value)) for h in record["headers"]] == [
+        ("riskDate", risk_date.encode("utf-8"))
+    ]
 
     check = EXAMPLES["risk-quality"]
     risk_ms = EXAMPLES["rapid-step-test"]["stopTime"]

@@ -100,9 +100,13 @@ def join(spark, tmp_path):
     streaming.stop()
 
 
-def test_output_record_is_the_spec_json_keyed_by_email_without_phone_or_birth_date(join):
+def headers_of(row) -> list[tuple[str, bytes]]:
+    return [(h.key, bytes(h.value)) for h in row.headers]
+
+
+def test_output_record_is_the_spec_json_keyed_by_email_with_its_risk_date_header(join):
     join.append("redis-server", [customer_record(SANTOSH)])
-    join.append("stedi-events", [risk_record(SANTOSH["email"], 28.5)])
+    join.append("stedi-events", [risk_record(SANTOSH["email"], 28.5, "2020-09-14T07:54:06.417Z")])
     rows = join.spark.table("join_output").where("topic = 'customer-risk'")
     join.run()
     [row] = rows.collect()
@@ -111,6 +115,26 @@ def test_output_record_is_the_spec_json_keyed_by_email_without_phone_or_birth_da
         '{"customer":"Santosh.Fibonnaci@test.com","score":28.5,'
         '"email":"Santosh.Fibonnaci@test.com","birthYear":1963}'
     )
+    assert headers_of(row) == [("riskDate", b"2020-09-14T07:54:06.417Z")]
+
+
+def test_the_risk_date_header_tells_two_assessments_of_one_score_apart(join):
+    """Same customer and score, two riskDates: the value is the same, the header is not."""
+    join.append("redis-server", [customer_record(SANTOSH)])
+    join.append(
+        "stedi-events",
+        [
+            risk_record(SANTOSH["email"], 1.5, "2020-09-14T07:54:06.417Z"),
+            risk_record(SANTOSH["email"], 1.5, "2020-09-15T00:00:00.000Z"),
+        ],
+    )
+    join.run()
+    rows = join.spark.table("join_output").where("topic = 'customer-risk'").collect()
+    assert len({row.value for row in rows}) == 1
+    assert sorted(headers_of(row) for row in rows) == [
+        [("riskDate", b"2020-09-14T07:54:06.417Z")],
+        [("riskDate", b"2020-09-15T00:00:00.000Z")],
+    ]
 
 
 def test_a_customer_written_again_gives_one_output_per_score_and_the_first_version_wins(join):
@@ -159,6 +183,8 @@ def test_bad_records_become_dead_letters_beside_good_rows_and_the_query_goes_on(
         "stedi-events/0/1",
     ]
     assert letters["redis-server/0/2"]["member"] == 1
+    letter_rows = join.spark.table("join_output").where("topic = 'dead-letter'").collect()
+    assert [row.headers for row in letter_rows] == [None] * 5  # dead letters have no header
     assert letters["redis-server/0/2"]["reason"] == "customer birthDay is missing or not yyyy-MM-dd"
     assert letters["stedi-events/0/0"] == {
         "sourceTopic": "stedi-events",

@@ -75,7 +75,7 @@ COPIES = {
     (REDIS, JOIN): ["CUSTOMER_KEY", "CUSTOMER_SCHEMA", "_base64_text", "customer_members"],
     (EVENTS, JOIN): ["ISO_INSTANT_PATTERN", "_is_finite", "risk_events"],
     (REDIS, EVENTS): ["build_session", "read_kafka", "progress_line", "start", "main"],
-    (JOIN, SCORE): ["STATE_STORES", "DEAD_LETTER_VALUE_BYTES", "read_kafka"],
+    (JOIN, SCORE): ["STATE_STORES", "DEAD_LETTER_VALUE_BYTES", "RISK_DATE_FORMAT", "read_kafka"],
 }
 COPIED = [(scripts, name) for scripts, names in COPIES.items() for name in names]
 
