@@ -15,8 +15,9 @@ header (so a reader tells assessments, and repeats of one, apart):
   first version of an email wins.
 - A risk score joins at once when its customer is known, else waits up to
   STEDI_RISK_WAIT (default `1 hour`) for it, and leaves the state after that
-  wait. Each score record gives one output, a repeated record another one
-  (Kafka delivers at least once; so does this job's Kafka sink).
+  wait. Each assessment (customer, score, riskDate) gives one output: a repeat
+  of its record within the wait gives none. (This job's Kafka sink is at least
+  once: a restart may write its last micro-batch again.)
 - Malformed records go to STEDI_DEAD_LETTER_TOPIC (default `stedi-dead-letter`),
   written by the same query: source topic, partition, offset, timestamp,
   reason, member index and the value (at most 64 KiB, with its length and hash).
@@ -41,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -270,78 +272,188 @@ def risk_events(records: DataFrame) -> DataFrame:
     )
 
 
-def dead_letters(rows: DataFrame, member: Column | None = None) -> DataFrame:
-    """Rows with a problem as dead-letter records (`key`, `value`), each well under 1 MiB.
+def dead_letter(member: Column | None = None) -> tuple[Column, Column]:
+    """The dead-letter record (`key`, `value`) of a row with a problem; nulls for a good row.
 
-    The raw value is cut to 64 KiB (as UTF-8 text, invalid bytes replaced); its
-    full length and SHA-256 tell the original apart.
+    Each is well under 1 MiB: the raw value is cut to 64 KiB (as UTF-8 text,
+    invalid bytes replaced), and its full length and SHA-256 tell the original apart.
     """
     member = F.lit(None).cast("int") if member is None else member
     raw = F.coalesce(F.col("value"), F.lit(b""))
-    return rows.where(F.col("problem").isNotNull()).select(
-        F.concat_ws("/", "topic", "partition", "offset").alias("key"),
-        F.to_json(
-            F.struct(
-                F.col("topic").alias("sourceTopic"),
-                F.col("partition").alias("sourcePartition"),
-                F.col("offset").alias("sourceOffset"),
-                F.date_format("timestamp", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX").alias("sourceTimestamp"),
-                F.col("problem").alias("reason"),
-                member.alias("member"),
-                F.octet_length(raw).alias("valueBytes"),
-                F.sha2(raw, 256).alias("valueSha256"),
-                F.make_valid_utf8(
-                    F.substring(raw, 1, DEAD_LETTER_VALUE_BYTES).cast("string")
-                ).alias("value"),
-            )
-        ).alias("value"),
+    bad = F.col("problem").isNotNull()
+    key = F.concat_ws("/", "topic", "partition", "offset")
+    value = F.to_json(
+        F.struct(
+            F.col("topic").alias("sourceTopic"),
+            F.col("partition").alias("sourcePartition"),
+            F.col("offset").alias("sourceOffset"),
+            F.date_format("timestamp", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX").alias("sourceTimestamp"),
+            F.col("problem").alias("reason"),
+            member.alias("member"),
+            F.octet_length(raw).alias("valueBytes"),
+            F.sha2(raw, 256).alias("valueSha256"),
+            F.make_valid_utf8(F.substring(raw, 1, DEAD_LETTER_VALUE_BYTES).cast("string")).alias(
+                "value"
+            ),
+        )
+    )
+    return F.when(bad, key).alias("letterKey"), F.when(bad, value).alias("letterValue")
+
+
+def checked_once(rows: DataFrame, keys: list[str], name: str) -> DataFrame:
+    """`rows`, decoded once per micro-batch for both of their uses: good rows and dead letters.
+
+    Spark reads and decodes a source once per branch of the plan that uses it. Here
+    both branches start from one shuffle by `keys` (the next stateful operator's key,
+    so it needs no other), which Spark runs once and reuses (ReusedExchange).
+    The observation between the shuffle and the branches keeps the optimizer from
+    making them two different shuffles: it pushes no filter through an observation,
+    and its `checksum` (a hash per row, of no other use) reads every column, so no
+    branch prunes one below it. It also counts the dead letters, the progress line's.
+    """
+    return rows.repartition(*keys).observe(
+        name,
+        F.max(F.hash(*rows.columns)).alias("checksum"),
+        F.count_if(F.col("problem").isNotNull()).alias("dead_letters"),
+    )
+
+
+def dead_letters(rows: DataFrame, member: Column | None = None) -> DataFrame:
+    """The dead-letter records (`key`, `value`) of decoded rows with a problem."""
+    key, value = dead_letter(member)
+    return rows.where(F.col("problem").isNotNull()).select(key.alias("key"), value.alias("value"))
+
+
+def checked_dead_letters(checked: DataFrame) -> DataFrame:
+    """The dead-letter records of checked rows (see checked_once), computed before the shuffle."""
+    return checked.where(F.col("problem").isNotNull()).select(
+        F.col("letterKey").alias("key"), F.col("letterValue").alias("value")
     )
 
 
 # --- the join ------------------------------------------------------------------------------
+def interval_ms(text: str) -> int:
+    """A Spark interval such as `1 hour` or `1 hour 30 minutes`, in milliseconds.
+
+    Raises ValueError for anything else: the join needs the wait as a number (see
+    scores_with_watermark).
+    """
+    pairs = INTERVAL_PART.findall(text)
+    if not pairs or INTERVAL_PART.sub("", text).strip().lower() not in ("", "interval"):
+        raise ValueError(f"not an interval such as '1 hour' or '30 minutes': {text!r}")
+    return round(sum(float(number) * INTERVAL_UNITS_MS[unit.lower()] for number, unit in pairs))
+
+
+INTERVAL_UNITS_MS = {
+    **dict.fromkeys(("week", "weeks"), 7 * 86_400_000),
+    **dict.fromkeys(("day", "days"), 86_400_000),
+    **dict.fromkeys(("hour", "hours"), 3_600_000),
+    **dict.fromkeys(("minute", "minutes"), 60_000),
+    **dict.fromkeys(("second", "seconds"), 1_000),
+    **dict.fromkeys(("millisecond", "milliseconds"), 1),
+}
+INTERVAL_PART = re.compile(
+    r"(\d+(?:\.\d+)?)\s*(" + "|".join(sorted(INTERVAL_UNITS_MS, key=len, reverse=True)) + r")\b",
+    re.IGNORECASE,
+)
+
+
 def with_arrival_time(records: DataFrame) -> DataFrame:
-    """Adds `arrival`, the micro-batch's time, as the event time of everything downstream.
+    """Adds `arrival`, the micro-batch's time, the event time of everything downstream.
 
     Kafka record times would make old customers (or a replay on a rebuild) older
     than the watermark, so a stream-stream join would drop them as late. A
-    batch's own time is never older than the watermark (the previous batch's
-    time, as the delay is 0), so no record is ever late.
+    batch's own time is never older than the watermark (about the previous
+    batch's time, see below), so no record is ever late.
     """
-    return records.withColumn("arrival", F.current_timestamp()).withWatermark(
-        "arrival", "0 seconds"
+    return records.withColumn("arrival", F.current_timestamp())
+
+
+def customers_with_watermark(members: DataFrame) -> DataFrame:
+    """Customers' event time is their arrival, with no delay."""
+    return members.withWatermark("arrival", "0 seconds")
+
+
+def scores_with_watermark(events: DataFrame, wait_ms: int) -> DataFrame:
+    """Scores' event time is `waitMiddle`, the middle of their wait: arrival + wait/2,
+    with a delay of wait/2.
+
+    Two operators keep a score for its wait, no longer: the repeat filter
+    (dropDuplicatesWithinWatermark keeps a key until the watermark passes its event
+    time + the delay: arrival + wait) and the join (its condition keeps a score until
+    the watermark passes arrival + wait). And this input's share of the query's
+    watermark stays the latest arrival: max(waitMiddle) - wait/2. (With the arrival
+    and a delay of a whole wait, the watermark would lag a wait behind while no
+    customer arrives, and both would keep scores for two waits.)
+    """
+    half = wait_ms // 2
+    return events.withColumn(
+        "waitMiddle", F.col("arrival") + F.expr(f"INTERVAL {wait_ms - half} MILLISECONDS")
+    ).withWatermark("waitMiddle", f"{half} milliseconds")
+
+
+def checked_customers(members: DataFrame) -> DataFrame:
+    """Customer members with only what the join and the dead letters need, by email
+    (the key of unique_customers and of the join)."""
+    return checked_once(
+        members.select("email", "birthYear", "arrival", "problem", *dead_letter(F.col("member"))),
+        ["email"],
+        "customer_checks",
     )
 
 
-def unique_customers(members: DataFrame) -> DataFrame:
+SCORE_KEY = ["customer", "score", "riskDate"]  # one assessment
+
+
+def checked_risk_events(events: DataFrame) -> DataFrame:
+    """Risk events with only what the join and the dead letters need, by SCORE_KEY
+    (the key of unique_scores)."""
+    return checked_once(
+        events.select(*SCORE_KEY, "waitMiddle", "problem", *dead_letter()),
+        SCORE_KEY,
+        "event_checks",
+    )
+
+
+def unique_customers(checked: DataFrame) -> DataFrame:
     """Good customers, the first version of each email only, kept forever.
 
     The dedup keys hold no event time, so Spark keeps one state row per email
     and never evicts it; `arrival` rides along for the join's time condition.
     """
     return (
-        members.where(F.col("problem").isNull())
+        checked.where(F.col("problem").isNull())
         .select("email", "birthYear", "arrival")
         .dropDuplicates(["email"])
     )
 
 
-def good_risk_events(events: DataFrame) -> DataFrame:
-    """Good risk scores, as they come: each record is one score (see the module docstring)."""
-    return events.where(F.col("problem").isNull()).select(
-        "customer", "score", "riskDate", "arrival"
+def unique_scores(checked: DataFrame) -> DataFrame:
+    """Good risk scores, each assessment (customer, score, riskDate) once within its wait.
+
+    A repeat of a record (a producer's retry, a replay) arriving within the wait
+    gives no second output; a key leaves the state after the wait (see
+    scores_with_watermark). A repeat arriving later joins again.
+    """
+    return (
+        checked.where(F.col("problem").isNull())
+        .select(*SCORE_KEY, "waitMiddle")
+        .dropDuplicatesWithinWatermark(SCORE_KEY)
     )
 
 
-def join_risk_with_customers(customers: DataFrame, risks: DataFrame, risk_wait: str) -> DataFrame:
-    """Inner join on email: a risk score waits up to `risk_wait` for its customer.
+def join_risk_with_customers(customers: DataFrame, risks: DataFrame, wait_ms: int) -> DataFrame:
+    """Inner join on email: a risk score waits up to `wait_ms` (arrival time) for its customer.
 
-    Customers have no lower time bound in the condition, so the join never
-    evicts them. A score leaves the state once the watermark (the latest
-    arrival, as the delay is 0) passes its arrival by the wait: no score stays
-    in state longer than the wait, joined or not.
+    The condition is `c.arrival <= r.arrival + wait`, written with the score's
+    `waitMiddle` (= arrival + wait - wait/2). Customers have no lower time bound in
+    it, so the join never evicts them. A score leaves the state once the watermark
+    (the latest arrival) passes its arrival by the wait, joined or not.
     """
     c, r = customers.alias("c"), risks.alias("r")
-    condition = F.expr(f"r.customer = c.email AND c.arrival <= r.arrival + INTERVAL {risk_wait}")
+    condition = F.expr(
+        f"r.customer = c.email AND c.arrival <= r.waitMiddle + INTERVAL {wait_ms // 2} MILLISECONDS"
+    )
     return r.join(c, condition, "inner").select(
         F.col("r.customer").alias("customer"),
         F.col("r.score").alias("score"),
@@ -377,17 +489,19 @@ def pipeline(
     One Kafka sink: the joined records go to the output topic, the dead
     letters of both inputs (no headers) to the dead-letter topic.
     """
-    members = customer_members(with_arrival_time(customer_records))
-    events = risk_events(with_arrival_time(event_records))
+    wait_ms = interval_ms(settings.risk_wait)
+    customers = checked_customers(
+        customers_with_watermark(customer_members(with_arrival_time(customer_records)))
+    )
+    events = checked_risk_events(
+        scores_with_watermark(risk_events(with_arrival_time(event_records)), wait_ms)
+    )
     joined = customer_risk_records(
-        join_risk_with_customers(
-            unique_customers(members), good_risk_events(events), settings.risk_wait
-        )
+        join_risk_with_customers(unique_customers(customers), unique_scores(events), wait_ms)
     ).withColumn("topic", F.lit(settings.risk_topic))
     letters = (
-        dead_letters(members, F.col("member"))
-        .unionByName(dead_letters(events))
-        .observe("dead_letters", F.count(F.lit(1)).alias("count"))
+        checked_dead_letters(customers)
+        .unionByName(checked_dead_letters(events))
         .withColumn("topic", F.lit(settings.dead_letter_topic))
     )
     return joined.unionByName(letters, allowMissingColumns=True)  # letters: null headers
@@ -519,25 +633,23 @@ def start(spark: SparkSession, settings: Settings, available_now: bool) -> Strea
     return writer.trigger(processingTime=settings.trigger_interval).start()
 
 
-# Each source feeds two branches of the plan (its good rows and its dead letters); Spark
-# reads a Kafka micro-batch once per branch and counts every read as input.
-KAFKA_READS_PER_BATCH = 2
+# The observations of checked_once, one per input.
+CHECKS = ("customer_checks", "event_checks")
 
 
 def progress_line(progress: dict) -> str:
     """`[<query>] batch <id>: <n> rows in, <r> rows/s, <ms> ms, <s> state rows, <d> dead letters`.
 
     The benchmark parses this line: keep its fields and their order. Rows in
-    are Kafka records, each counted once.
+    are Kafka records (each is read once, see checked_once).
     """
-    sources = progress.get("sources") or []
-    reads = KAFKA_READS_PER_BATCH if any("Kafka" in s["description"] for s in sources) else 1
-    rows = (progress.get("numInputRows") or 0) // reads
-    rate = (progress.get("processedRowsPerSecond") or 0.0) / reads
+    rows = progress.get("numInputRows") or 0
+    rate = progress.get("processedRowsPerSecond") or 0.0
     duration = (progress.get("durationMs") or {}).get("triggerExecution", 0)
     state_rows = sum(op.get("numRowsTotal", 0) for op in progress.get("stateOperators") or [])
-    observed = (progress.get("observedMetrics") or {}).get("dead_letters")
-    letters = 0 if observed is None else observed["count"]  # a Row, or a dict from JSON
+    observed = progress.get("observedMetrics") or {}
+    # A Row, or a dict from JSON; an observation is missing in a batch without its input.
+    letters = sum(int(observed[name]["dead_letters"] or 0) for name in CHECKS if name in observed)
     return (
         f"[{progress.get('name')}] batch {progress.get('batchId')}: "
         f"{rows} rows in, {rate:.1f} rows/s, {duration} ms, "
@@ -615,6 +727,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings()
     if settings.state_store not in STATE_STORES:
         raise SystemExit(f"STEDI_STATE_STORE must be one of {', '.join(STATE_STORES)}")
+    try:
+        interval_ms(settings.risk_wait)
+    except ValueError as error:
+        raise SystemExit(f"STEDI_RISK_WAIT is {error}") from None
     spark = build_session(settings)
     try:
         run(spark, settings, args.available_now)

@@ -158,13 +158,33 @@ def test_a_score_arriving_before_its_customer_joins_when_the_customer_arrives(jo
     assert join.scores() == [4.5]
 
 
-def test_each_risk_record_gives_one_output_a_repeated_record_another(join):
-    """No repeat filter: it would hold every score a second time (issue 9's state bound)."""
+def test_a_repeated_score_gives_one_output_in_one_batch_and_across_batches(join):
+    """A repeat of a record (same customer, score and riskDate) within the wait is dropped;
+    another riskDate or score is another assessment."""
     join.append("redis-server", [customer_record(SANTOSH)])
-    event = risk_record(SANTOSH["email"], 3.0)
+    event = risk_record(SANTOSH["email"], 3.0, "2026-01-01T10:00:00.000Z")
     join.append("stedi-events", [event, event])
-    join.append("stedi-events", [risk_record(SANTOSH["email"], 4.0)])
+    assert join.scores() == [3.0]
+    join.append("stedi-events", [event])
+    assert join.scores() == [3.0]
+    join.append(
+        "stedi-events",
+        [
+            risk_record(SANTOSH["email"], 3.0, "2026-01-01T11:00:00.000Z"),
+            risk_record(SANTOSH["email"], 4.0, "2026-01-01T10:00:00.000Z"),
+        ],
+    )
     assert join.scores() == [3.0, 3.0, 4.0]
+
+
+def test_a_score_waiting_for_its_customer_joins_once_however_often_it_is_repeated(join):
+    event = risk_record(SANTOSH["email"], 5.0)
+    join.append("stedi-events", [event])
+    join.run()
+    join.append("stedi-events", [event, event])
+    join.run()
+    join.append("redis-server", [customer_record(SANTOSH)])
+    assert join.scores() == [5.0]
 
 
 def test_bad_records_become_dead_letters_beside_good_rows_and_the_query_goes_on(join):
@@ -211,14 +231,15 @@ def test_a_dead_letter_of_a_huge_value_is_cut_to_64_kib_with_length_and_hash(joi
     assert letter["value"] == huge[: 64 * 1024]
 
 
-def test_state_holds_each_customer_twice_and_each_score_for_the_wait_only(spark, tmp_path):
-    """State rows = 2 per customer (dedup + join) + 1 per score of the last wait.
+def test_state_holds_each_customer_twice_and_each_score_twice_for_the_wait_only(spark, tmp_path):
+    """State rows = 2 per customer (dedup + join) + 2 per score of the last wait (repeat
+    filter + join).
 
-    A score, joined or still waiting for an unknown email, leaves the state at
-    the first batch after the watermark (the latest arrival) passes its arrival
-    by the wait; the customers stay.
+    A score, joined or still waiting for an unknown email, leaves both at the first
+    batch after the watermark (the latest arrival) passes its arrival by the wait;
+    the customers stay. A repeat arriving after the wait is a new output.
     """
-    wait = 20
+    wait = 9  # the sleep below stays under 10 s
     join = StreamingJoin(spark, tmp_path, risk_wait=f"{wait} seconds")
     try:
         join.append("redis-server", [customer_record(SANTOSH), customer_record(ANN)])
@@ -229,9 +250,11 @@ def test_state_holds_each_customer_twice_and_each_score_for_the_wait_only(spark,
         waiting_since = time.monotonic()
         assert join.state_rows() == {
             "dedupe": 2,
+            "dedupeWithinWatermark": 2,
             "symmetricHashJoin": 4,
         }
-        join.append("stedi-events", [risk_record(SANTOSH["email"], 3.0)])
+        first = risk_record(SANTOSH["email"], 3.0)
+        join.append("stedi-events", [first])
         assert join.scores() == [3.0]
         joined_at = time.monotonic()
         join.append("redis-server", [])  # a batch that would evict what the watermark passed
@@ -239,6 +262,7 @@ def test_state_holds_each_customer_twice_and_each_score_for_the_wait_only(spark,
         assert time.monotonic() - waiting_since < wait, "the machine is too slow for this test"
         assert join.state_rows() == {
             "dedupe": 2,
+            "dedupeWithinWatermark": 3,
             "symmetricHashJoin": 5,
         }
         time.sleep(max(0.0, wait + 1 - (time.monotonic() - joined_at)))
@@ -248,8 +272,11 @@ def test_state_holds_each_customer_twice_and_each_score_for_the_wait_only(spark,
         assert join.scores() == [3.0, 4.0]
         assert join.state_rows() == {
             "dedupe": 2,
+            "dedupeWithinWatermark": 1,
             "symmetricHashJoin": 3,
         }
+        join.append("stedi-events", [first])  # its first arrival is more than a wait ago
+        assert join.scores() == [3.0, 3.0, 4.0]
     finally:
         join.stop()
 
@@ -263,12 +290,15 @@ def test_progress_line_keeps_the_benchmark_format_and_appends_dead_letters():
             "processedRowsPerSecond": 123.456,
             "durationMs": {"triggerExecution": 321},
             "stateOperators": [{"numRowsTotal": 5}, {"numRowsTotal": 3}],
-            "observedMetrics": {"dead_letters": {"count": 2}},
+            "observedMetrics": {
+                "customer_checks": {"dead_letters": 2},
+                "event_checks": {"dead_letters": 1},
+            },
         }
     )
     assert line == (
         "[customer-risk-join] batch 7: 40 rows in, 123.5 rows/s, 321 ms, 8 state rows, "
-        "2 dead letters"
+        "3 dead letters"
     )
 
 
