@@ -13,12 +13,13 @@ from stedi.config import Settings
 
 
 def run_to_end(
-    label: str, argv: list[str], env: dict[str, str], bench: BenchSettings
-) -> tuple[SparkRun, dict]:
+    label: str, argv: list[str], env: dict[str, str], bench: BenchSettings, empty: bool = False
+) -> tuple[SparkRun, dict | None]:
     """Run one job over its backlog from the earliest offsets until it exits.
 
     Returns the run and its progress figures (bench/progress.py `summarize`);
-    fails loudly when the job fails or prints no progress line.
+    fails loudly when the job fails or prints no progress line (unless `empty`:
+    a run on empty topics has no batch to report).
     """
     print(f">> {label}: {' '.join(argv[-2:])} over the backlog", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-checkpoints-") as checkpoints:
@@ -34,6 +35,8 @@ def run_to_end(
                 raise RuntimeError(
                     f"{label} exited with {code}; log {run.log_path}:\n{run.log_tail()}"
                 )
+    if empty:
+        return run, None
     if not run.batches:
         raise RuntimeError(f"{label} printed no progress lines; log {run.log_path}")
     return run, summarize(run.batches)
@@ -87,6 +90,21 @@ def run_backlog(
         flush=True,
     )
     return result
+
+
+def marginal_s(
+    label: str, argv: list[str], empty_env: dict[str, str], backlog: dict, bench: BenchSettings
+) -> float:
+    """The backlog's cost beyond the job's fixed costs (JVM, session, planning, exit):
+    its wall time on the backlog minus its wall time on empty topics (issue 22)."""
+    run, _ = run_to_end(f"{label}-empty", argv, empty_env, bench, empty=True)
+    marginal = round(backlog["wall_s"] - run.elapsed, 1)
+    print(
+        f"   {label}: {run.elapsed:.1f} s wall on empty topics: {marginal:.1f} s for the backlog",
+        file=sys.stderr,
+        flush=True,
+    )
+    return marginal
 
 
 def join_argv() -> list[str]:

@@ -21,7 +21,7 @@ import sys
 import time
 
 from bench import data
-from bench.backlog import join_argv, peer_argv, run_backlog
+from bench.backlog import join_argv, marginal_s, peer_argv, run_backlog
 from bench.kafka_limit import consumer_limit, roundtrip
 from bench.latency import run_latency
 from bench.machine import machine
@@ -73,6 +73,17 @@ def measure(settings: Settings, bench: BenchSettings, topics: Topics) -> dict:
         bench.customers,
         settings,
         bench,
+    )
+    # The same two jobs on empty topics: what the backlog adds to their wall time.
+    empty = {
+        "STEDI_REDIS_TOPIC": topics.create("empty-customers"),
+        "STEDI_EVENTS_TOPIC": topics.create("empty-events"),
+    }
+    results["join"]["marginal_s"] = marginal_s(
+        "join", join_argv(), {**join_env, **empty}, results["join"], bench
+    )
+    results["peer_join"]["marginal_s"] = marginal_s(
+        "peer", peer_argv(), {**empty, "KAFKA_RISK_TOPIC": peer_out}, results["peer_join"], bench
     )
     results["risk_score"] = run_risk_score(settings, topics, bench)
 

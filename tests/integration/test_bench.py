@@ -155,6 +155,11 @@ def test_ratios_table_and_machine_match_the_figures(bench_run):
     kafka = results["kafka_limit"]["consumer_eps"]
     assert results["ratios"]["join_vs_kafka_consumer"] == round(join / kafka, 4)
     assert f"join / peer: **{join / peer:,.2f}x**" in table
+    join_marginal = results["join"]["marginal_s"]
+    peer_marginal = results["peer_join"]["marginal_s"]
+    assert join_marginal < results["join"]["wall_s"]  # an empty run costs something
+    assert peer_marginal < results["peer_join"]["wall_s"]
+    assert results["ratios"]["marginal_join_vs_peer"] == round(peer_marginal / join_marginal, 2)
     pom = (services.ROOT / "jvm" / "pom.xml").read_text()
     assert results["machine"]["kafka"] == re.search(r"<kafka.version>(.+)<", pom)[1]
     assert results["machine"]["spark"] == version("pyspark")
