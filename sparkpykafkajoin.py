@@ -61,6 +61,10 @@ from pyspark.sql.types import (
 
 APP_NAME = "stedi-customer-risk"
 QUERY_NAME = "customer-risk-join"
+# The checkpoint's folder. Renamed when a change to the plan's state makes an older
+# checkpoint unusable (v2: the repeat filter and the shared shuffles): the new query
+# then rebuilds from the topics, and the old folder can be deleted.
+CHECKPOINT_NAME = "customer-risk-join-v2"
 
 
 # A copy, as in the customers, risk and score scripts: tests/unit/test_scripts_standalone.py keeps them equal.
@@ -626,7 +630,7 @@ def start(spark: SparkSession, settings: Settings, available_now: bool) -> Strea
         # decode (lz4 needs an extra library); acks=all so a written batch is durable.
         .option("kafka.linger.ms", "0")
         .option("kafka.acks", "all")
-        .option("checkpointLocation", os.path.join(settings.checkpoint_dir, QUERY_NAME))
+        .option("checkpointLocation", os.path.join(settings.checkpoint_dir, CHECKPOINT_NAME))
     )
     if available_now:
         return writer.trigger(availableNow=True).start()
