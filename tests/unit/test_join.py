@@ -320,3 +320,19 @@ def test_starting_offsets_give_each_source_its_own_topic_and_earliest_for_a_topi
     for wrong in ('{"redis-server": 42}', '{"redis-server": {}}', '{"redis-server": {"0": "x"}}'):
         with pytest.raises(SystemExit, match="must map each topic"):
             join_job.starting_offsets_for("redis-server", wrong)
+
+
+def test_the_risk_wait_is_a_spark_interval_read_in_milliseconds():
+    assert join_job.interval_ms("1 hour") == 3_600_000
+    assert join_job.interval_ms("1 hour 30 minutes") == 5_400_000
+    assert join_job.interval_ms("interval 2 days") == 172_800_000
+    assert join_job.interval_ms("1.5 seconds") == 1_500
+    for bad in ("", "soon", "1 fortnight", "1 hour and more"):
+        with pytest.raises(ValueError):
+            join_job.interval_ms(bad)
+
+
+def test_a_bad_risk_wait_stops_the_job_with_a_clear_message(monkeypatch):
+    monkeypatch.setenv("STEDI_RISK_WAIT", "soon")
+    with pytest.raises(SystemExit, match="STEDI_RISK_WAIT is not an interval"):
+        join_job.main([])
