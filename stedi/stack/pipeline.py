@@ -148,7 +148,8 @@ def run(settings: Settings) -> int:
         announce("app", jobs["app"], PROCESSES["app"])
         print(
             f">> running: STEDI app on http://localhost:{settings.app_port}, Spark UI on "
-            "http://localhost:4040/StreamingQuery/ (all four queries); "
+            "http://localhost:4040/StreamingQuery/ (all four queries; the engine's first line "
+            "names the next free port if 4040 is taken); "
             "Ctrl-C stops everything this command started",
             flush=True,
         )
