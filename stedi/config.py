@@ -102,6 +102,9 @@ class Settings:
     secure_cookies: bool = field(default_factory=lambda: _env("STEDI_SECURE_COOKIES", "0") == "1")
     # Signs session cookies; empty means a random key per start (sessions end on restart).
     secret_key: str = field(default_factory=lambda: _env("STEDI_SECRET_KEY", ""), repr=False)
+    # Lets a scraper read the app's /metrics from another host (Authorization: Bearer <it>);
+    # unset: only from loopback, or logged in.
+    metrics_token: str = field(default_factory=lambda: _env("STEDI_METRICS_TOKEN", ""), repr=False)
     admin_user: str | None = field(default_factory=lambda: _env("STEDI_ADMIN_USER", "") or None)
     admin_password: str | None = field(
         default_factory=lambda: _env("STEDI_ADMIN_PASSWORD", "") or None, repr=False
