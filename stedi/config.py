@@ -120,3 +120,11 @@ class Settings:
     redis_source_delivery_timeout_ms: int = field(
         default_factory=lambda: env_int("STEDI_REDIS_SOURCE_DELIVERY_TIMEOUT_MS", 120000)
     )
+    # The Redis source's Prometheus metrics (stedi/redis_source/metrics.py); port 0: none.
+    redis_source_metrics_port: int = field(
+        default_factory=lambda: env_int("STEDI_REDIS_SOURCE_METRICS_PORT", 9121)
+    )
+    # Loopback; compose sets 0.0.0.0 so that its Prometheus reaches it (not published).
+    redis_source_metrics_host: str = field(
+        default_factory=lambda: _env("STEDI_REDIS_SOURCE_METRICS_HOST", "127.0.0.1")
+    )
