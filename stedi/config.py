@@ -120,6 +120,11 @@ class Settings:
     redis_source_delivery_timeout_ms: int = field(
         default_factory=lambda: env_int("STEDI_REDIS_SOURCE_DELIVERY_TIMEOUT_MS", 120000)
     )
+    # make run's Spark engine serves its jobs' metrics (lag, batch age) here, on loopback;
+    # the app's status panel reads them (stedi/stack/engine_metrics.py). 0: none.
+    spark_metrics_port: int = field(
+        default_factory=lambda: env_int("STEDI_SPARK_METRICS_PORT", 9122)
+    )
     # The Redis source's Prometheus metrics (stedi/redis_source/metrics.py); port 0: none.
     redis_source_metrics_port: int = field(
         default_factory=lambda: env_int("STEDI_REDIS_SOURCE_METRICS_PORT", 9121)

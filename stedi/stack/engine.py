@@ -94,6 +94,20 @@ UI_CONF = {
     "spark.sql.ui.explainMode": "simple",
 }
 
+# Issue 25's metrics, each free until scraped: every query's own gauges (rates, latency,
+# state rows, watermark), and Spark's PrometheusServlet, which serves them and the
+# driver's on the UI's /metrics/prometheus. The namespace keeps their names the same
+# across runs (Spark's default is the application id).
+STREAMING_METRICS_CONF = {"spark.sql.streaming.metricsEnabled": "true"}
+METRICS_CONF = {
+    "spark.metrics.namespace": "stedi",
+    "spark.metrics.conf.*.sink.prometheusServlet.class": (
+        "org.apache.spark.metrics.sink.PrometheusServlet"
+    ),
+    "spark.metrics.conf.*.sink.prometheusServlet.path": "/metrics/prometheus",
+}
+PROMETHEUS_PATH = METRICS_CONF["spark.metrics.conf.*.sink.prometheusServlet.path"]
+
 
 def load_script(file_name: str) -> ModuleType:
     """Imports ROOT/<file_name> under its own name, as spark-submit would run it."""
@@ -149,7 +163,8 @@ def route_jvm_console(spark: SparkSession, log_path: Path) -> bool:
 
 def job_session(base: SparkSession, module: ModuleType, settings) -> SparkSession:
     session = base.newSession()
-    for key, value in {**module.session_conf(settings), **TRICKLE_CONF}.items():
+    conf = {**module.session_conf(settings), **TRICKLE_CONF, **STREAMING_METRICS_CONF}
+    for key, value in conf.items():
         session.conf.set(key, value)
     return session
 
@@ -174,6 +189,7 @@ class Engine:
         self.log_dir = log_dir
         self.available_now = available_now
         self.sessions: list[SparkSession] = []
+        self.job_sessions: dict[str, SparkSession] = {}  # for the jobs' metrics
         self.failed: list[str] = []
         self.done = threading.Event()
         self.stdout = ThreadRoutedStream(sys.stdout)
@@ -189,6 +205,7 @@ class Engine:
                 route_jvm_console(self.spark, log_path)
                 session = job_session(self.spark, module, settings)
                 self.sessions.append(session)
+                self.job_sessions[job.name] = session
                 module.run(session, settings, self.available_now)
             except BaseException as error:  # SystemExit of a bad setting too
                 print(f"[{job.name}] stopped by an error: {error!r}", flush=True)
@@ -209,6 +226,15 @@ class Engine:
             print(f"[engine] {job.name}: {job.script}, trigger {settings.trigger_interval}")
         return threads
 
+    def job_queries(self) -> dict:
+        """Each job's running query, or None (not started yet, stopped, failed)."""
+        queries = {}
+        for job in JOBS:
+            session = self.job_sessions.get(job.name)
+            active = session.streams.active if session is not None else []
+            queries[job.name] = active[0] if active else None
+        return queries
+
     def stop(self, threads: list[threading.Thread]) -> None:
         for session in self.sessions:
             for query in session.streams.active:
@@ -221,7 +247,7 @@ def build_base_session() -> SparkSession:
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(APP_NAME)
-    for key, value in UI_CONF.items():
+    for key, value in {**UI_CONF, **METRICS_CONF}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
@@ -238,10 +264,21 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = Path(os.environ.get("STEDI_LOG_DIR", ROOT / "build" / "stack" / "logs"))
     log_dir.mkdir(parents=True, exist_ok=True)
     spark = build_base_session()
-    print(f"[engine] Spark {spark.version} up, UI {spark.sparkContext.uiWebUrl}", flush=True)
+    ui = spark.sparkContext.uiWebUrl
+    print(f"[engine] Spark {spark.version} up, UI {ui}", flush=True)
     while args.start_when and not args.start_when.exists():
         time.sleep(0.2)
     engine = Engine(spark, log_dir, args.available_now)
+    # make run gives the port; a run without it (the Docker image's Spark) serves none.
+    metrics_port = int(os.environ.get("STEDI_SPARK_METRICS_PORT", "0") or 0)
+    if metrics_port and not args.available_now:
+        from stedi.stack import engine_metrics
+
+        try:
+            jobs_url = engine_metrics.serve(metrics_port, engine.job_queries)
+        except OSError as error:  # a port in use: the jobs run on, without this endpoint
+            jobs_url = f"none ({error})"
+        print(f"[engine] metrics: {ui}{PROMETHEUS_PATH} (Spark), {jobs_url} (jobs)", flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
