@@ -37,6 +37,7 @@ from stedi.app.http import HERE, json_body, page, read_form
 from stedi.app.kafka_io import GRAPH_ROUND, RiskFeed
 from stedi.app.limits import MAX_STREAMS, BodyLimit, LoginLimiter, LoginLimits, SecurityHeaders
 from stedi.app.metrics import metrics, registry_for
+from stedi.app.pipeline_status import PipelineStatus
 from stedi.app.risk import Risk, risk_event, risk_record
 from stedi.app.services import Services, connect
 from stedi.app.simulator import Simulations
@@ -187,6 +188,13 @@ async def api_simulation(request: Request):
     return JSONResponse({"active": simulator.running, "testsRun": simulator.tests_run})
 
 
+@login_required
+async def api_pipeline_status(request: Request):
+    """The graph page's status panel (stedi/app/pipeline_status.py): from the pipeline's
+    metrics, scraped once for all viewers; no Kafka read."""
+    return JSONResponse({"lines": await request.app.state.pipeline_status.current()})
+
+
 async def health(request: Request):
     """Up, starting or down for anyone (container healthchecks); what is wrong only after
     login. Starting: Redis answers, but the first start (keys, admin, history) is not done,
@@ -291,6 +299,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         )
         app.state.devices = DeviceCookies(secret)
         app.state.metrics = registry_for(app.state)
+        app.state.pipeline_status = PipelineStatus.of(settings)
         # Shutdown runs these callbacks last to first, each even when one before it fails.
         async with contextlib.AsyncExitStack() as shutdown:
             shutdown.push_async_callback(used.redis.aclose)
@@ -335,6 +344,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/api/tests", api_tests, methods=["POST"]),
         Route("/api/simulation", api_simulation, methods=["GET", "POST"]),
         Route("/api/risk-stream", risk_stream),
+        Route("/api/pipeline-status", api_pipeline_status),
         Route("/static/vendor/chart.umd.min.js", chart_js),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

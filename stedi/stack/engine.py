@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             jobs_url = engine_metrics.serve(metrics_port, engine.job_queries)
         except OSError as error:  # a port in use: the jobs run on, without this endpoint
             jobs_url = f"none ({error})"
-        print(f"[engine] metrics: {ui}{PROMETHEUS_PATH} (Spark), {jobs_url} (jobs)", flush=True)
+        # Spark's servlet answers on the path with a slash (it redirects there otherwise).
+        print(f"[engine] metrics: {ui}{PROMETHEUS_PATH}/ (Spark), {jobs_url} (jobs)", flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
