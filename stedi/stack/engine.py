@@ -93,20 +93,9 @@ UI_CONF = {
     "spark.sql.ui.retainedExecutions": "100",
     "spark.sql.ui.explainMode": "simple",
 }
-
-# Issue 25's metrics, each free until scraped: every query's own gauges (rates, latency,
-# state rows, watermark), and Spark's PrometheusServlet, which serves them and the
-# driver's on the UI's /metrics/prometheus. The namespace keeps their names the same
-# across runs (Spark's default is the application id).
-STREAMING_METRICS_CONF = {"spark.sql.streaming.metricsEnabled": "true"}
-METRICS_CONF = {
-    "spark.metrics.namespace": "stedi",
-    "spark.metrics.conf.*.sink.prometheusServlet.class": (
-        "org.apache.spark.metrics.sink.PrometheusServlet"
-    ),
-    "spark.metrics.conf.*.sink.prometheusServlet.path": "/metrics/prometheus",
-}
-PROMETHEUS_PATH = METRICS_CONF["spark.metrics.conf.*.sink.prometheusServlet.path"]
+# Spark's PrometheusServlet, which bin/submit turns on for every job (and this engine),
+# answers here on the UI's port (with the slash; it redirects there otherwise).
+PROMETHEUS_PATH = "/metrics/prometheus/"
 
 
 def load_script(file_name: str) -> ModuleType:
@@ -163,8 +152,7 @@ def route_jvm_console(spark: SparkSession, log_path: Path) -> bool:
 
 def job_session(base: SparkSession, module: ModuleType, settings) -> SparkSession:
     session = base.newSession()
-    conf = {**module.session_conf(settings), **TRICKLE_CONF, **STREAMING_METRICS_CONF}
-    for key, value in conf.items():
+    for key, value in {**module.session_conf(settings), **TRICKLE_CONF}.items():
         session.conf.set(key, value)
     return session
 
@@ -247,7 +235,7 @@ def build_base_session() -> SparkSession:
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(APP_NAME)
-    for key, value in {**UI_CONF, **METRICS_CONF}.items():
+    for key, value in UI_CONF.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
@@ -278,8 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             jobs_url = engine_metrics.serve(metrics_port, engine.job_queries)
         except OSError as error:  # a port in use: the jobs run on, without this endpoint
             jobs_url = f"none ({error})"
-        # Spark's servlet answers on the path with a slash (it redirects there otherwise).
-        print(f"[engine] metrics: {ui}{PROMETHEUS_PATH}/ (Spark), {jobs_url} (jobs)", flush=True)
+        print(f"[engine] metrics: {ui}{PROMETHEUS_PATH} (Spark), {jobs_url} (jobs)", flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

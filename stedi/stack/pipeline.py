@@ -182,7 +182,7 @@ def metrics_line(settings: Settings) -> str:
     return (
         f">> metrics: app http://localhost:{settings.app_port}/metrics, "
         f"Redis source {source}, Spark jobs {jobs}, "
-        "Spark http://localhost:4040/metrics/prometheus/ (the UI's port: the engine's line)"
+        "Spark <its UI>/metrics/prometheus/ (the engine's `metrics:` line names the port)"
     )
 
 

@@ -7,7 +7,6 @@ import time
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stedi.stack import engine
 from stedi.stack.engine_metrics import (
     GAUGES,
     JobsCollector,
@@ -94,8 +93,6 @@ def parsed(collector) -> dict:
 
 def test_the_collector_reads_a_real_querys_progress_and_sees_it_stop(spark):
     session = spark.newSession()
-    for key, value in engine.STREAMING_METRICS_CONF.items():
-        session.conf.set(key, value)
     query = (
         session.readStream.format("rate")
         .option("rowsPerSecond", 5)
@@ -125,10 +122,3 @@ def test_the_collector_reads_a_real_querys_progress_and_sees_it_stop(spark):
     assert 0 <= running[("stedi_spark_last_progress_age_seconds", "risk")] < 600
     stopped = parsed(collector)
     assert stopped[("stedi_spark_job_active", "risk")] == 0
-
-
-def test_the_engine_turns_on_streaming_metrics_and_the_prometheus_servlet():
-    assert engine.STREAMING_METRICS_CONF == {"spark.sql.streaming.metricsEnabled": "true"}
-    servlet = "spark.metrics.conf.*.sink.prometheusServlet"
-    assert engine.METRICS_CONF[f"{servlet}.class"].endswith("PrometheusServlet")
-    assert engine.PROMETHEUS_PATH == "/metrics/prometheus"
