@@ -1,45 +1,13 @@
 """The graph page's status panel: each part's line and colour from its metrics (pure), and
 /api/pipeline-status in-process, reading real metrics endpoints once for all viewers."""
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from stedi.app import pipeline_status
 from stedi.app.pipeline_status import JOBS, parse, status_lines
 from tests.app_in_process import app_in_process
 from tests.app_server import logged_in
-
-
-def jobs_text(**changes) -> str:
-    """The engine's jobs' metrics, all healthy, with `changes` as {job__metric: value}."""
-    values = {
-        "job_active": 1,
-        "last_progress_age_seconds": 2,
-        "processed_rows_per_second": 20,
-        "batch_seconds": 0.4,
-        "state_rows": 10,
-        "last_batch_dead_letters": 0,
-    }
-    lines = []
-    for job in JOBS:
-        for metric, value in values.items():
-            value = changes.get(f"{job}__{metric}", value)
-            lines.append(f'stedi_spark_{metric}{{job="{job}"}} {value}')
-        behind = changes.get(f"{job}__offsets_behind_max", 0)
-        lines.append(f'stedi_spark_offsets_behind_max{{job="{job}",topic="t"}} {behind}')
-    return "\n".join(lines) + "\n"
-
-
-def source_text(streaming: int = 1, lag: int = 0) -> str:
-    return (
-        "stedi_redis_source_records_published_total 12.0\n"
-        "stedi_redis_source_dead_letters_total 0.0\n"
-        "stedi_redis_source_seconds_since_confirmed 1.5\n"
-        f"stedi_redis_source_streaming {streaming}\n"
-        f"stedi_redis_source_replication_lag_bytes {lag}\n"
-    )
+from tests.metrics_support import Endpoint, jobs_text, source_text
 
 
 def states(lines) -> dict[str, str]:
@@ -81,34 +49,6 @@ def test_parts_whose_metrics_do_not_answer_are_red():
     lines = status_lines(None, None)
     assert states(lines) == dict.fromkeys(["redis source", *JOBS], "red")
     assert "no metrics" in lines[0]["reasons"][0] and "no metrics" in lines[1]["reasons"][0]
-
-
-class Endpoint:
-    """A metrics endpoint on loopback serving `text`, counting its scrapes."""
-
-    def __init__(self, text: str):
-        self.text, self.scrapes = text, 0
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                endpoint.scrapes += 1
-                body = endpoint.text.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def test_the_panel_api_needs_a_login_and_scrapes_once_for_many_viewers(monkeypatch):
