@@ -56,6 +56,15 @@ class Scrape:
     def names(self) -> set[str]:
         return {family.name for family in self.families}
 
+    def values(self, name: str, **labels: str) -> list[float]:
+        """Every sample of `name` whose labels include `labels` (one per topic, say)."""
+        return [
+            sample.value
+            for family in self.families
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        ]
+
     def value(self, name: str, **labels: str) -> float | None:
         for family in self.families:
             for sample in family.samples:

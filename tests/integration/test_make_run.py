@@ -152,6 +152,12 @@ def metrics_of_every_part(output: str, app_port: int, jobs_port: int, unique, re
         texts.append(jobs.text)
         time.sleep(0.3)
     assert Scrape(urls["source"]).value(published) > before
+    caught_up, deadline = False, time.monotonic() + 60
+    while not caught_up:  # nothing more is written: the join reads both topics to their end
+        assert time.monotonic() < deadline, "the join's offsets behind did not fall to 0"
+        behind = Scrape(urls["jobs"]).values("stedi_spark_offsets_behind_max", job="join")
+        caught_up = len(behind) == 2 and set(behind) == {0.0}
+        time.sleep(0.5)
     texts += [Scrape(url).text for url in urls.values()]
     for text in texts:
         for personal in (email, "Metric Move", f"Run.Check.{unique}@test.com", "Run Check"):
