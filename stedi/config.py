@@ -102,6 +102,9 @@ class Settings:
     secure_cookies: bool = field(default_factory=lambda: _env("STEDI_SECURE_COOKIES", "0") == "1")
     # Signs session cookies; empty means a random key per start (sessions end on restart).
     secret_key: str = field(default_factory=lambda: _env("STEDI_SECRET_KEY", ""), repr=False)
+    # Lets a scraper read the app's /metrics from another host (Authorization: Bearer <it>);
+    # unset: only from loopback, or logged in.
+    metrics_token: str = field(default_factory=lambda: _env("STEDI_METRICS_TOKEN", ""), repr=False)
     admin_user: str | None = field(default_factory=lambda: _env("STEDI_ADMIN_USER", "") or None)
     admin_password: str | None = field(
         default_factory=lambda: _env("STEDI_ADMIN_PASSWORD", "") or None, repr=False
@@ -116,4 +119,17 @@ class Settings:
     # failure; the source then goes back to its last confirmed position and retries.
     redis_source_delivery_timeout_ms: int = field(
         default_factory=lambda: env_int("STEDI_REDIS_SOURCE_DELIVERY_TIMEOUT_MS", 120000)
+    )
+    # make run's Spark engine serves its jobs' metrics (lag, batch age) here, on loopback;
+    # the app's status panel reads them (stedi/stack/engine_metrics.py). 0: none.
+    spark_metrics_port: int = field(
+        default_factory=lambda: env_int("STEDI_SPARK_METRICS_PORT", 9122)
+    )
+    # The Redis source's Prometheus metrics (stedi/redis_source/metrics.py); port 0: none.
+    redis_source_metrics_port: int = field(
+        default_factory=lambda: env_int("STEDI_REDIS_SOURCE_METRICS_PORT", 9121)
+    )
+    # Loopback; compose sets 0.0.0.0 so that its Prometheus reaches it (not published).
+    redis_source_metrics_host: str = field(
+        default_factory=lambda: _env("STEDI_REDIS_SOURCE_METRICS_HOST", "127.0.0.1")
     )

@@ -44,9 +44,8 @@ class SentScores(RiskPublisher):
         super().__init__(NO_KAFKA, topic)
         self.sent: list[tuple[bytes, bytes]] = []
 
-    def _send_outbox(self) -> None:
-        while self.outbox:
-            self.sent.append(self.outbox.popleft())
+    def _send(self, key: bytes, value: bytes) -> None:
+        self.sent.append((key, value))
 
 
 class QuietFeed(RiskFeed):

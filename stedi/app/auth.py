@@ -100,6 +100,7 @@ async def login_page(request: Request):
         return page(request, "login.html", 429, error=message, email=email)
     try:
         if not await state.store.check_password(email, password):
+            limits.wrong_passwords += 1
             return page(request, "login.html", 401, error="Wrong email or password.", email=email)
         session_id = await state.store.new_session(email, settings.session_seconds)
     except BaseException:

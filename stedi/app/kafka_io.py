@@ -84,6 +84,9 @@ class RiskPublisher:
         self.error: str | None = None
         self.wakeup = asyncio.Event()
         self.flushing = threading.Lock()
+        # Totals for /metrics: scores Kafka confirmed, and sends that failed (each is retried).
+        self.published = 0
+        self.failed_sends = 0
 
     def publish(self, key: bytes, value: bytes) -> None:
         self.outbox.append((key, value))
@@ -94,6 +97,14 @@ class RiskPublisher:
             self._send_outbox()
 
     def _send_outbox(self) -> None:
+        while self.outbox:
+            key, value = self.outbox[0]
+            self._send(key, value)
+            self.outbox.popleft()
+            self.published += 1
+
+    def _send(self, key: bytes, value: bytes) -> None:
+        """One score to Kafka, confirmed (acks=all) before it returns."""
         if self.producer is None:
             self.producer = KafkaProducer(
                 bootstrap_servers=self.bootstrap_servers,
@@ -102,10 +113,7 @@ class RiskPublisher:
                 max_block_ms=5000,
                 bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
             )
-        while self.outbox:
-            key, value = self.outbox[0]
-            self.producer.send(self.topic, key=key, value=value).get(timeout=10)
-            self.outbox.popleft()
+        self.producer.send(self.topic, key=key, value=value).get(timeout=10)
 
     async def run(self) -> None:
         while True:
@@ -117,6 +125,7 @@ class RiskPublisher:
                 self.error = None
                 await self.wakeup.wait()
             except (KafkaError, OSError) as exc:
+                self.failed_sends += 1
                 waiting = len(self.outbox)
                 self.error = f"Kafka unavailable ({type(exc).__name__}); {waiting} scores waiting"
                 log.warning("%s: retrying in 5 s", self.error)

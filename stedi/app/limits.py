@@ -67,6 +67,7 @@ class LoginLimiter:
     def __init__(self, limit: int, window: float = LOGIN_WINDOW_SECONDS, clock=time.monotonic):
         self.limit, self.window, self.clock = limit, window, clock
         self.failures: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self.refused = 0  # attempts refused since start (429), for /metrics
 
     def _current(self, key: str) -> int:
         started, count = self.failures.get(key, (0.0, 0))
@@ -93,6 +94,7 @@ class LoginLimiter:
         """Counts an attempt now, before it is checked; False (nothing counted) when the
         limit is reached."""
         if self.blocked(key):
+            self.refused += 1
             return False
         self.failed(key)
         return True
@@ -116,6 +118,9 @@ class LoginLimits:
         self.account = LoginLimiter(LOGIN_FAILURES_PER_ACCOUNT, window, clock)
         self.client = LoginLimiter(LOGIN_FAILURES_PER_CLIENT, window, clock)
         self.device = LoginLimiter(LOGIN_FAILURES_PER_DEVICE, window, clock)
+        # Since start, for /metrics: wrong passwords (401) and attempts refused (429).
+        self.wrong_passwords = 0
+        self.refused = 0
 
     def reserve(
         self, account: str, client: str, device: str | None
@@ -126,6 +131,7 @@ class LoginLimits:
         else:
             keys = [(self.account, account), (self.client, client)]
         if any(limiter.blocked(key) for limiter, key in keys):
+            self.refused += 1
             return None
         for limiter, key in keys:
             limiter.reserve(key)

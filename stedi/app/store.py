@@ -137,6 +137,7 @@ class Store:
     owner_locks: collections.defaultdict = field(
         default_factory=lambda: collections.defaultdict(asyncio.Lock)
     )
+    tests_stored: int = 0  # new tests since start, for /metrics
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())
@@ -346,6 +347,7 @@ class Store:
         added = await self.client.zadd(RAPID_STEP_TEST, {_dumps(test): 0})
         if added:
             self._remember(email, test)
+            self.tests_stored += 1
         risk = risk_score(self.durations.get(email, ()))
         # Also when the test was there already: a retry after a failed index write.
         async with self.client.pipeline(transaction=False) as pipe:

@@ -1,8 +1,8 @@
 """The STEDI web app: pages, JSON API, live risk stream. Starlette + Jinja2 (autoescaped).
 
-Every page and API but /login, /signup and /health needs a logged-in session
-(stedi/app/auth.py). A user sees and tests only the customers they created (or
-their simulation did); the risk graph is the team-wide view, by birth year and
+Every page and API but /login, /signup, /health and /metrics (stedi/app/metrics.py)
+needs a logged-in session (stedi/app/auth.py). A user sees and tests only the customers
+they created (or their simulation did); the risk graph is the team-wide view, by birth year and
 score, without names. `create_app` takes its services (stedi/app/services.py), so
 tests can run it in-process.
 """
@@ -36,6 +36,8 @@ from stedi.app.first_start import prepare_redis
 from stedi.app.http import HERE, json_body, page, read_form
 from stedi.app.kafka_io import GRAPH_ROUND, RiskFeed
 from stedi.app.limits import MAX_STREAMS, BodyLimit, LoginLimiter, LoginLimits, SecurityHeaders
+from stedi.app.metrics import metrics, registry_for
+from stedi.app.pipeline_status import PipelineStatus
 from stedi.app.risk import Risk, risk_event, risk_record
 from stedi.app.services import Services, connect
 from stedi.app.simulator import Simulations
@@ -186,6 +188,13 @@ async def api_simulation(request: Request):
     return JSONResponse({"active": simulator.running, "testsRun": simulator.tests_run})
 
 
+@login_required
+async def api_pipeline_status(request: Request):
+    """The graph page's status panel (stedi/app/pipeline_status.py): from the pipeline's
+    metrics, scraped once for all viewers; no Kafka read."""
+    return JSONResponse({"lines": await request.app.state.pipeline_status.current()})
+
+
 async def health(request: Request):
     """Up, starting or down for anyone (container healthchecks); what is wrong only after
     login. Starting: Redis answers, but the first start (keys, admin, history) is not done,
@@ -289,6 +298,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             settings.signups_per_client, settings.login_window_seconds
         )
         app.state.devices = DeviceCookies(secret)
+        app.state.metrics = registry_for(app.state)
+        app.state.pipeline_status = PipelineStatus.of(settings)
         # Shutdown runs these callbacks last to first, each even when one before it fails.
         async with contextlib.AsyncExitStack() as shutdown:
             shutdown.push_async_callback(used.redis.aclose)
@@ -326,12 +337,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/customers/{email}", customer_page),
         Route("/graph", graph_page),
         Route("/health", health),
+        Route("/metrics", metrics),
         Route("/api/customers", api_customers, methods=["GET", "POST"]),
         Route("/api/customers/{email}", api_customer),
         Route("/api/customers/{email}/risk", api_customer_risk),
         Route("/api/tests", api_tests, methods=["POST"]),
         Route("/api/simulation", api_simulation, methods=["GET", "POST"]),
         Route("/api/risk-stream", risk_stream),
+        Route("/api/pipeline-status", api_pipeline_status),
         Route("/static/vendor/chart.umd.min.js", chart_js),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

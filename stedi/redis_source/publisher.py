@@ -33,6 +33,7 @@ import redis
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from stedi.config import Settings
+from stedi.redis_source import metrics
 from stedi.redis_source.delivery import (
     OFFSET_HEADER,
     REPLID_HEADER,
@@ -168,9 +169,12 @@ class RedisSource:
         self.published = 0
         self.dead_letters = 0
         self.confirmed: Position | None = None  # the newest position Kafka has confirmed
+        self.last_confirmed_at: float | None = None  # when Kafka last confirmed a record
 
     def _count(self, delivery: Delivery) -> None:
         """Carry the producer's confirmed counts into the source's totals (and the health file)."""
+        if delivery.confirmed or delivery.dead_letters:
+            self.last_confirmed_at = time.time()
         self.published += delivery.confirmed
         self.dead_letters += delivery.dead_letters
         delivery.confirmed = delivery.dead_letters = 0
@@ -328,6 +332,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings()
     source = RedisSource(settings)
+    metrics.serve(source)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: source.stop_event.set())
     log.info(

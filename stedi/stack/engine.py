@@ -93,6 +93,9 @@ UI_CONF = {
     "spark.sql.ui.retainedExecutions": "100",
     "spark.sql.ui.explainMode": "simple",
 }
+# Spark's PrometheusServlet, which bin/submit turns on for every job (and this engine),
+# answers here on the UI's port (with the slash; it redirects there otherwise).
+PROMETHEUS_PATH = "/metrics/prometheus/"
 
 
 def load_script(file_name: str) -> ModuleType:
@@ -174,6 +177,7 @@ class Engine:
         self.log_dir = log_dir
         self.available_now = available_now
         self.sessions: list[SparkSession] = []
+        self.job_sessions: dict[str, SparkSession] = {}  # for the jobs' metrics
         self.failed: list[str] = []
         self.done = threading.Event()
         self.stdout = ThreadRoutedStream(sys.stdout)
@@ -189,6 +193,7 @@ class Engine:
                 route_jvm_console(self.spark, log_path)
                 session = job_session(self.spark, module, settings)
                 self.sessions.append(session)
+                self.job_sessions[job.name] = session
                 module.run(session, settings, self.available_now)
             except BaseException as error:  # SystemExit of a bad setting too
                 print(f"[{job.name}] stopped by an error: {error!r}", flush=True)
@@ -208,6 +213,15 @@ class Engine:
             threads.append(thread)
             print(f"[engine] {job.name}: {job.script}, trigger {settings.trigger_interval}")
         return threads
+
+    def job_queries(self) -> dict:
+        """Each job's running query, or None (not started yet, stopped, failed)."""
+        queries = {}
+        for job in JOBS:
+            session = self.job_sessions.get(job.name)
+            active = session.streams.active if session is not None else []
+            queries[job.name] = active[0] if active else None
+        return queries
 
     def stop(self, threads: list[threading.Thread]) -> None:
         for session in self.sessions:
@@ -238,10 +252,21 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = Path(os.environ.get("STEDI_LOG_DIR", ROOT / "build" / "stack" / "logs"))
     log_dir.mkdir(parents=True, exist_ok=True)
     spark = build_base_session()
-    print(f"[engine] Spark {spark.version} up, UI {spark.sparkContext.uiWebUrl}", flush=True)
+    ui = spark.sparkContext.uiWebUrl
+    print(f"[engine] Spark {spark.version} up, UI {ui}", flush=True)
     while args.start_when and not args.start_when.exists():
         time.sleep(0.2)
     engine = Engine(spark, log_dir, args.available_now)
+    # make run gives the port; a run without it (the Docker image's Spark) serves none.
+    metrics_port = int(os.environ.get("STEDI_SPARK_METRICS_PORT", "0") or 0)
+    if metrics_port and not args.available_now:
+        from stedi.stack import engine_metrics
+
+        try:
+            jobs_url = engine_metrics.serve(metrics_port, engine.job_queries)
+        except OSError as error:  # a port in use: the jobs run on, without this endpoint
+            jobs_url = f"none ({error})"
+        print(f"[engine] metrics: {ui}{PROMETHEUS_PATH} (Spark), {jobs_url} (jobs)", flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -65,7 +65,7 @@ class Follower:
                 print(f"{self.prefix:>10} | {line}", flush=True)
 
 
-def start_job(name: str, argv: list[str]) -> subprocess.Popen:
+def start_job(name: str, argv: list[str], extra_env: dict | None = None) -> subprocess.Popen:
     log_path = services.log_path(name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -80,6 +80,7 @@ def start_job(name: str, argv: list[str]) -> subprocess.Popen:
                 "STEDI_LOG_DIR": str(services.log_path(name).parent),
                 "STEDI_SUBMIT": "local",
                 TAG: f"{services.STACK_DIR}:{name}",
+                **(extra_env or {}),
             },
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -139,7 +140,8 @@ def run(settings: Settings) -> int:
     try:
         # The engine's JVM starts first: it warms up while the stack starts.
         STACK_READY.unlink(missing_ok=True)
-        jobs["spark"] = start_job("spark", PROCESSES["spark"])
+        metrics_env = {"STEDI_SPARK_METRICS_PORT": str(settings.spark_metrics_port)}
+        jobs["spark"] = start_job("spark", PROCESSES["spark"], metrics_env)
         announce("spark", jobs["spark"], PROCESSES["spark"])
         started = services.up(settings)  # only what is not running yet
         STACK_READY.parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +155,7 @@ def run(settings: Settings) -> int:
             "Ctrl-C stops everything this command started",
             flush=True,
         )
+        print(metrics_line(settings), flush=True)
         while not interrupted:
             for follower in followers:
                 follower.poll()
@@ -171,6 +174,17 @@ def run(settings: Settings) -> int:
             follower.poll(stopping=True)  # the jobs' last lines
         if started:
             services.down(only=started)
+
+
+def metrics_line(settings: Settings) -> str:
+    """Where Prometheus (docs/operations.md) finds each part's metrics."""
+    ports = (settings.spark_metrics_port, settings.redis_source_metrics_port)
+    jobs, source = (f"http://127.0.0.1:{port}/metrics" if port else "off" for port in ports)
+    return (
+        f">> metrics: app http://localhost:{settings.app_port}/metrics, "
+        f"Redis source {source}, Spark jobs {jobs}, "
+        "Spark <its UI>/metrics/prometheus/ (the engine's `metrics:` line names the port)"
+    )
 
 
 def announce(name: str, proc: subprocess.Popen, argv: list[str]) -> None:

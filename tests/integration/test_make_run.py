@@ -1,4 +1,5 @@
-"""`make run`: everything starts, without any test tool on PATH; Ctrl-C leaves nothing behind."""
+"""`make run`: everything starts, without any test tool on PATH; every part serves its
+metrics; Ctrl-C leaves nothing behind."""
 
 import json
 import os
@@ -12,9 +13,12 @@ import time
 import httpx
 import pytest
 
+from stedi.config import Settings
 from stedi.stack import services
 from stedi.stack.pipeline import group_alive
+from tests import metrics_support
 from tests.app_server import free_port
+from tests.metrics_support import Scrape
 from tests.records import customer
 from tests.shell_support import path_without
 
@@ -34,12 +38,13 @@ def test_run_starts_the_app_and_one_engine_and_ctrl_c_stops_them_all(
 ):
     """One Spark engine runs the four jobs; each job's lines, the console rows too, come
     with the job's prefix; Ctrl-C leaves no process behind."""
-    app_port = free_port()
+    app_port, jobs_port = free_port(), free_port()
     env = {
         **os.environ,
         # A machine without the test tools: make run must not need them.
         "PATH": path_without(tmp_path / "bin", "go", "chromium"),
         "STEDI_APP_PORT": str(app_port),
+        "STEDI_SPARK_METRICS_PORT": str(jobs_port),
         "KAFKA_RISK_TOPIC": f"customer-risk-run-{unique}",
         "STEDI_DEAD_LETTER_TOPIC": f"dead-letter-run-{unique}",
         "STEDI_SPARK_RISK_TOPIC": f"stedi-risk-spark-run-{unique}",
@@ -93,6 +98,7 @@ def test_run_starts_the_app_and_one_engine_and_ctrl_c_stops_them_all(
         assert set(pids) == {"spark", "app"}, "one Spark engine and the app"
         assert httpx.get(f"http://127.0.0.1:{app_port}/health").status_code == 200
         assert httpx.get("http://127.0.0.1:4040/StreamingQuery/").status_code == 200
+        metrics_of_every_part("".join(lines), app_port, jobs_port, unique, redis_client)
     finally:
         os.killpg(run.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's whole group
         run.wait(timeout=120)
@@ -109,3 +115,50 @@ def test_run_starts_the_app_and_one_engine_and_ctrl_c_stops_them_all(
         httpx.get("http://127.0.0.1:4040/")
     assert services.leftovers() == [], "processes of this checkout left behind"
     assert services.is_up(), "the stack it did not start keeps running"
+
+
+def metrics_of_every_part(output: str, app_port: int, jobs_port: int, unique, redis_client):
+    """Each endpoint make run names parses with prometheus_client's parser and holds its
+    metrics; a new customer moves the source's and the customers job's figures; no
+    customer's email or name shows in any of them."""
+    assert f"http://127.0.0.1:{jobs_port}/metrics" in output, "make run names the endpoints"
+    spark = re.search(r"\[engine\] metrics: (\S+) \(Spark\)", output).group(1)
+    urls = {
+        "app": f"http://127.0.0.1:{app_port}/metrics",
+        "source": f"http://127.0.0.1:{Settings().redis_source_metrics_port}/metrics",
+        "jobs": f"http://127.0.0.1:{jobs_port}/metrics",
+        "spark": spark,
+    }
+    wanted = {
+        "app": metrics_support.APP,
+        "source": metrics_support.SOURCE,
+        "jobs": metrics_support.JOBS,
+        "spark": metrics_support.SPARK_JOIN,
+    }
+    texts = []
+    for part, url in urls.items():
+        scrape = Scrape(url)
+        assert wanted[part] <= scrape.names(), part
+        texts.append(scrape.text)
+    published = "stedi_redis_source_records_published_total"
+    before = Scrape(urls["source"]).value(published)
+    email = f"Metric.Move.{unique}@test.com"
+    redis_client.zadd("Customer", {json.dumps(customer("Metric Move", email, "1951-01-01")): 0})
+    read, deadline = False, time.monotonic() + 60
+    while not read:  # the customers job's batch that holds it reports a rate above zero
+        assert time.monotonic() < deadline, "the customers job's figures did not move"
+        jobs = Scrape(urls["jobs"])
+        read = (jobs.value("stedi_spark_processed_rows_per_second", job="customers") or 0) > 0
+        texts.append(jobs.text)
+        time.sleep(0.3)
+    assert Scrape(urls["source"]).value(published) > before
+    caught_up, deadline = False, time.monotonic() + 60
+    while not caught_up:  # nothing more is written: the join reads both topics to their end
+        assert time.monotonic() < deadline, "the join's offsets behind did not fall to 0"
+        behind = Scrape(urls["jobs"]).values("stedi_spark_offsets_behind_max", job="join")
+        caught_up = len(behind) == 2 and set(behind) == {0.0}
+        time.sleep(0.5)
+    texts += [Scrape(url).text for url in urls.values()]
+    for text in texts:
+        for personal in (email, "Metric Move", f"Run.Check.{unique}@test.com", "Run Check"):
+            assert personal not in text
