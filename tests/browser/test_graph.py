@@ -18,7 +18,7 @@ from tests.app_server import ADMIN_EMAIL, ADMIN_PASSWORD, AppServer
 from tests.background import Background
 from tests.stack_support import create_topics, produce
 
-pytestmark = [pytest.mark.integration, pytest.mark.browser]
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

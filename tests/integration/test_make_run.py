@@ -18,7 +18,7 @@ from tests.app_server import free_port
 from tests.records import customer
 from tests.shell_support import path_without
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 QUERIES = {
