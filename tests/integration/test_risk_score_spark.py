@@ -20,9 +20,10 @@ from kafka import KafkaConsumer, TopicPartition
 
 from stedi.stack.services import ROOT
 from tests.app_server import AppServer, free_port, logged_in
+from tests.scripts import join_job
 from tests.stack_support import TopicReader, create_topics, read_all, submit
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MIN_SCORES = 100
 
@@ -134,15 +135,18 @@ def test_spark_scores_agree_with_every_app_score(stack, simulated_run):
     assert last and "agreement 100.0% of " in last[-1], output[-3000:]
 
 
-def test_the_join_fed_from_spark_scores_writes_the_same_records(stack, unique, simulated_run):
+def test_the_join_fed_from_spark_scores_writes_the_same_records(
+    stack, unique, simulated_run, kafka_spark
+):
+    """The join's query in this process (kafka_spark), once per score source."""
     topics, app_scores, _, tmp_path, offsets = simulated_run
     outputs = {}
     for source in ("STEDI_EVENTS_TOPIC", "STEDI_SPARK_RISK_TOPIC"):
         name = source.lower().replace("_", "-")
         risk_topic = f"customer-risk-{name}-{unique}"
         create_topics(stack, risk_topic)
-        submit(
-            "submit-join.sh",
+        kafka_spark(
+            join_job,
             {
                 "STEDI_EVENTS_TOPIC": topics[source],
                 "KAFKA_RISK_TOPIC": risk_topic,
