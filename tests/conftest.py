@@ -8,6 +8,7 @@ conftests, so a unit run never reaches for them.
 """
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,8 @@ def spark(request):
     """local[2] with the join job's own session settings (state store, partitions, UTC),
     UI off. The one SparkContext of the run: other settings groups take a
     `newSession()` of it (see `kafka_spark` in tests/integration/conftest.py)."""
+    # Python workers (the risk score's state function) run this environment's Python.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     with_kafka = any(KAFKA_SPARK_FIXTURE in item.fixturenames for item in request.session.items)
     os.environ.setdefault("PYSPARK_SUBMIT_ARGS", spark_submit_args(with_kafka))
     from tests.scripts import join_job

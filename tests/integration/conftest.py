@@ -1,9 +1,5 @@
-"""The integration fixtures: the real local stack (tests/stack_support.py), the app
-servers, and the entry scripts' queries run in this process's Spark session."""
-
-import contextlib
-import io
-from unittest import mock
+"""The integration fixtures: the real local stack and the scripts' queries in this
+process's Spark (tests/stack_support.py), the app servers."""
 
 import pytest
 
@@ -16,6 +12,7 @@ stack = stack_support.stack
 redis_client = stack_support.redis_client
 unique = stack_support.unique
 topics = stack_support.topics
+kafka_spark = stack_support.kafka_spark
 
 
 @pytest.fixture(scope="module")
@@ -45,29 +42,3 @@ def start_app(tmp_path):
     yield start
     for server in servers:
         server.stop()
-
-
-@pytest.fixture
-def kafka_spark(stack, spark):  # the stack first: it stops after the session
-    """Runs an entry script's query on the real Kafka in this process, as
-    `<wrapper> --available-now` would, without a spark-submit JVM of its own:
-    `kafka_spark(module, env)` returns the lines the script printed.
-
-    The job reads its settings from `env` over the environment, in a session of its
-    own (a `newSession()` of the run's one SparkContext with the script's
-    `session_conf`), as `make run`'s engine gives each job. For tests of a query on
-    Kafka; a test of a wrapper or of spark-submit itself runs the process.
-    """
-
-    def run(module, env: dict) -> str:
-        with mock.patch.dict("os.environ", env):
-            settings = module.Settings()
-        session = spark.newSession()
-        for key, value in module.session_conf(settings).items():
-            session.conf.set(key, value)
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(printed):
-            module.run(session, settings, True)
-        return printed.getvalue()
-
-    return run

@@ -1,4 +1,5 @@
-"""sparkpyriskscore.py through `make run`: the simulator at 30x, real Kafka, spark-submit.
+"""sparkpyriskscore.py through `make run`: the simulator at 30x, real Kafka, spark-submit;
+the score job catches up through its wrapper, the join runs as its query in the test process.
 
 The app publishes its scores on a fresh events topic; the Redis source publishes
 the tests on the stack's `redis-server`, which every job reads from where it stood
@@ -110,7 +111,7 @@ def simulated_run(stack, tmp_path_factory):
     # every test the app stored has reached `redis-server` before Spark catches up
     wait_until_quiet(stack, stack.redis_topic)
     app_scores = values_of(stack, topics["STEDI_EVENTS_TOPIC"])
-    output = submit("submit-score.sh", jobs_env)
+    output = submit("submit-score.sh", jobs_env)  # the score wrapper's own run too
     return topics, app_scores, output, tmp_path, jobs_env["STEDI_STARTING_OFFSETS"]
 
 
