@@ -45,7 +45,7 @@ def spark_submit_args(with_kafka: bool) -> str:
 def spark(request):
     """local[2] with the join job's own session settings (state store, partitions, UTC),
     UI off. The one SparkContext of the run: other settings groups take a
-    `newSession()` of it (see `kafka_spark` in tests/integration/conftest.py)."""
+    `newSession()` of it (see `kafka_spark` in tests/stack_support.py)."""
     # Python workers (the risk score's state function) run this environment's Python.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     with_kafka = any(KAFKA_SPARK_FIXTURE in item.fixturenames for item in request.session.items)

@@ -5,6 +5,7 @@ import pytest
 
 from tests import stack_support
 from tests.app_server import AppServer
+from tests.bare_unit_run import BareUnitRun
 from tests.stack_support import create_topics
 
 # The stack's fixtures, for this folder only: a unit run never reaches for services.
@@ -42,3 +43,19 @@ def start_app(tmp_path):
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def bare_unit_run(tmp_path_factory):
+    """`make unit` in a bare checkout without the test tools (tests/bare_unit_run.py)."""
+    run = BareUnitRun(tmp_path_factory.mktemp("bare-unit"))
+    yield run
+    run.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def start_the_bare_unit_run_early(request):
+    """When its test is selected, `make unit`'s bare run starts with this tier's first
+    test: it runs beside the tier's waits on services instead of after them."""
+    if any("bare_unit_run" in item.fixturenames for item in request.session.items):
+        request.getfixturevalue("bare_unit_run")
