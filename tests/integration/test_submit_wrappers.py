@@ -25,16 +25,20 @@ def test_the_connector_jars_in_use_match_the_pinned_spark():
     assert not [j for j in jars if j.startswith(("scala-library", "hadoop-client"))], jars
 
 
-@pytest.mark.slow  # four spark-submit starts
+@pytest.mark.slow  # four spark-submit starts, side by side
 def test_each_wrapper_runs_its_script_with_the_usage_docstring():
-    for wrapper, script in WRAPPERS.items():
-        result = subprocess.run(
+    runs = {
+        wrapper: subprocess.Popen(
             [str(ROOT / wrapper), "--help"],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=120,
             env={**os.environ, "STEDI_SUBMIT": "local"},
         )
-        assert result.returncode == 0, result.stderr
-        assert f"./{wrapper} --available-now" in result.stdout, (wrapper, script)
-        assert "--available-now" in result.stdout
+        for wrapper in WRAPPERS
+    }
+    for wrapper, script in WRAPPERS.items():
+        stdout, stderr = runs[wrapper].communicate(timeout=180)
+        assert runs[wrapper].returncode == 0, stderr
+        assert f"./{wrapper} --available-now" in stdout, (wrapper, script)
+        assert "--available-now" in stdout
