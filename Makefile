@@ -68,11 +68,13 @@ $(KAFKA_JARS): jvm/pom.xml
 	@$(MVN) -P kafka dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(abspath $(JARS)/kafka)
 	@touch $@
 
-test: install-test ## run every test (unit, integration on a real Kafka and Redis)
+test: install-test ## run every test (unit, integration on a real Kafka and Redis, browser)
 	@$(PY) -m pytest
 
-unit: install-test ## run the unit tests only (static micro-batches, no services)
-	@$(PY) -m pytest tests/unit
+# The quick loop: Java (in-process Spark) and the Python environment with pytest; no
+# services, no spark-submit, no Go, Chromium or Maven jars (tests/unit/test_install.py).
+unit: $(SYSTEM_RUN) $(VENV_TEST) ## run the unit tests only (in-process Spark, no services)
+	@$(PY) -m pytest -m unit
 
 lint: install-test ## ruff
 	@$(VENV)/bin/ruff check .

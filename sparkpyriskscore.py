@@ -129,6 +129,9 @@ class Settings:
         default_factory=lambda: _env("STEDI_TRIGGER_INTERVAL", "0 seconds")
     )
     state_store: str = field(default_factory=lambda: _env("STEDI_STATE_STORE", "rocksdb"))
+    # How long the Kafka clients wait for the broker, in ms (see kafka_timeouts); unset:
+    # Kafka's and Spark's own. A broker gone for longer fails the query, which restarts.
+    kafka_timeout_ms: str = field(default_factory=lambda: _env("STEDI_KAFKA_TIMEOUT_MS", ""))
 
 
 # --- wire formats (docs/formats.md), never inferred -----------------------------------------
@@ -668,6 +671,33 @@ def starting_offsets_for(topic: str, starting_offsets: str) -> str:
 
 
 # A copy, as in the join script: tests/unit/test_scripts_standalone.py keeps them equal.
+def kafka_timeouts(settings: Settings) -> dict[str, str]:
+    """STEDI_KAFKA_TIMEOUT_MS as a source's waits on the broker: the driver's offset
+    lookups (the admin client refuses an API timeout below its request timeout, so
+    both) and the executors' fetches. None when unset."""
+    if not settings.kafka_timeout_ms:
+        return {}
+    return {
+        "kafka.request.timeout.ms": settings.kafka_timeout_ms,
+        "kafka.default.api.timeout.ms": settings.kafka_timeout_ms,
+        "kafkaConsumer.pollTimeoutMs": settings.kafka_timeout_ms,
+    }
+
+
+# A copy, as in the join script: tests/unit/test_scripts_standalone.py keeps them equal.
+def kafka_sink_timeouts(settings: Settings) -> dict[str, str]:
+    """STEDI_KAFKA_TIMEOUT_MS as the sink's waits on the broker: for metadata, and for
+    a send (which must cover linger.ms, 0 here, plus the request timeout). None when unset."""
+    if not settings.kafka_timeout_ms:
+        return {}
+    return {
+        "kafka.max.block.ms": settings.kafka_timeout_ms,
+        "kafka.request.timeout.ms": settings.kafka_timeout_ms,
+        "kafka.delivery.timeout.ms": settings.kafka_timeout_ms,
+    }
+
+
+# A copy, as in the join script: tests/unit/test_scripts_standalone.py keeps them equal.
 def read_kafka(spark: SparkSession, topic: str, settings: Settings) -> DataFrame:
     """One input topic; `startingOffsets` applies to a first start only.
 
@@ -683,6 +713,7 @@ def read_kafka(spark: SparkSession, topic: str, settings: Settings) -> DataFrame
         # Spark's cached consumer may hold a fetch the broker keeps open for want of new
         # data; the next batch waits for it. 500 ms by default, a floor under every batch.
         .option("kafka.fetch.max.wait.ms", "50")
+        .options(**kafka_timeouts(settings))
         .load()
     )
 
@@ -700,6 +731,7 @@ def start(spark: SparkSession, settings: Settings, available_now: bool) -> Strea
         .option("kafka.bootstrap.servers", settings.bootstrap_servers)
         .option("kafka.linger.ms", "0")
         .option("kafka.acks", "all")
+        .options(**kafka_sink_timeouts(settings))
         .option("checkpointLocation", os.path.join(settings.checkpoint_dir, QUERY_NAME))
     )
     if available_now:

@@ -1,20 +1,55 @@
-"""Shared fixtures: one local Spark session for the whole run."""
+"""The tiers, and one local Spark session for the whole run.
+
+Each test gets its folder's tier mark (tests/unit: `unit`, tests/integration:
+`integration`, tests/browser: `browser`); tests that start a JVM of their own
+(spark-submit, `make run`, the bench) or wait on real time carry `slow` themselves.
+The service fixtures (the local stack) live in the integration and browser
+conftests, so a unit run never reaches for them.
+"""
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
-# The real local stack (Kafka, Redis, the Redis source) for integration and browser tests.
-pytest_plugins = ["tests.stack_support"]
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+TIERS = {"unit", "integration", "browser"}
+SPARK_JARS = ROOT / "build" / "jars" / "spark"
+# A fixture that runs a job's query on Kafka in this process: the session needs the
+# connector's jars, which the JVM only takes when it starts.
+KAFKA_SPARK_FIXTURE = "kafka_spark"
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by these marks
+def pytest_collection_modifyitems(items):
+    for item in items:
+        tier = Path(item.fspath).relative_to(TESTS).parts[0]
+        if tier in TIERS:
+            item.add_marker(tier)
+
+
+def spark_submit_args(with_kafka: bool) -> str:
+    """The in-process session's JVM options: UI off, and Spark's Kafka connector
+    (build/jars/spark) only when a selected test runs a query on Kafka."""
+    args = ["--conf spark.ui.enabled=false", "--conf spark.ui.showConsoleProgress=false"]
+    if with_kafka:
+        jars = sorted(SPARK_JARS.glob("*.jar"))
+        assert jars, f"no jars in {SPARK_JARS}: `make install` puts Spark's Kafka connector there"
+        args.append("--jars " + ",".join(map(str, jars)))
+    return " ".join([*args, "pyspark-shell"])
 
 
 @pytest.fixture(scope="session")
-def spark():
-    """local[2] with the join job's own session settings (state store, partitions, UTC), UI off."""
-    os.environ.setdefault(
-        "PYSPARK_SUBMIT_ARGS",
-        "--conf spark.ui.enabled=false --conf spark.ui.showConsoleProgress=false pyspark-shell",
-    )
+def spark(request):
+    """local[2] with the join job's own session settings (state store, partitions, UTC),
+    UI off. The one SparkContext of the run: other settings groups take a
+    `newSession()` of it (see `kafka_spark` in tests/stack_support.py)."""
+    # Python workers (the risk score's state function) run this environment's Python.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    with_kafka = any(KAFKA_SPARK_FIXTURE in item.fixturenames for item in request.session.items)
+    os.environ.setdefault("PYSPARK_SUBMIT_ARGS", spark_submit_args(with_kafka))
     from tests.scripts import join_job
 
     session = join_job.build_session(join_job.Settings(), master="local[2]")

@@ -19,6 +19,7 @@ from kafka.admin import NewTopic
 
 from stedi.config import Settings
 from stedi.stack import services
+from tests.scripts import InProcessJobs
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +29,17 @@ def stack():
     yield settings
     if started:
         services.down(only=started)
+
+
+@pytest.fixture(scope="session")
+def kafka_spark(stack, spark):  # the stack first: it stops after the Spark session
+    """Runs the entry scripts' queries on the real Kafka in this process's one
+    SparkContext: `kafka_spark(module, env)` as `<wrapper> --available-now` would (it
+    returns the lines the script printed), `with kafka_spark.streaming(module, env):`
+    as a stream. For tests of a query on Kafka; a test of a wrapper or of
+    spark-submit itself runs the process. (Asking for this fixture is what gives
+    the session Spark's Kafka connector: see tests/conftest.py.)"""
+    return InProcessJobs(spark)
 
 
 @pytest.fixture

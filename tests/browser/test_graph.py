@@ -1,12 +1,11 @@
 """The STEDI app in real headless Chromium, fed by the real pipeline.
 
-Redis -> Redis source -> Kafka -> the Spark join (spark-submit) -> Kafka -> the
-app's graph. Debian's chromium is driven by Playwright with executable_path:
+Redis -> Redis source -> Kafka -> the Spark join (its query in the test process's
+Spark) -> Kafka -> the app's graph. Debian's chromium is driven by Playwright with executable_path:
 no browser is downloaded.
 """
 
 import json
-import os
 import time
 import uuid
 
@@ -15,10 +14,10 @@ from playwright.sync_api import expect, sync_playwright
 
 from stedi.stack import services
 from tests.app_server import ADMIN_EMAIL, ADMIN_PASSWORD, AppServer
-from tests.background import Background
+from tests.scripts import join_job
 from tests.stack_support import create_topics, produce
 
-pytestmark = [pytest.mark.integration, pytest.mark.browser]
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]  # a live pipeline
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -37,8 +36,9 @@ PIPELINE_TIMEOUT_MS = 240_000
 
 
 @pytest.fixture(scope="module")
-def pipeline(stack, tmp_path_factory):
-    """The app (simulation at 30x) and the Spark join, on topics of their own."""
+def pipeline(stack, kafka_spark, tmp_path_factory):
+    """The app (simulation at 30x) and the Spark join's query (in this process's Spark:
+    the wrappers have tests of their own), on topics of their own."""
     suffix = uuid.uuid4().hex[:8]
     env = {
         "STEDI_EVENTS_TOPIC": f"stedi-events-browser-{suffix}",
@@ -50,14 +50,8 @@ def pipeline(stack, tmp_path_factory):
     create_topics(stack, env["STEDI_EVENTS_TOPIC"], env["KAFKA_RISK_TOPIC"],
                   env["STEDI_DEAD_LETTER_TOPIC"])  # fmt: skip
     work = tmp_path_factory.mktemp("browser")
-    join_env = {
-        **os.environ,
-        **env,
-        "STEDI_CHECKPOINT_DIR": str(work / "checkpoints"),
-        "STEDI_SUBMIT": "local",
-    }
-    argv = [str(services.ROOT / "submit-join.sh")]
-    with Background(argv, join_env, work / "join.log"):  # stops even when the app fails
+    join_env = {**env, "STEDI_CHECKPOINT_DIR": str(work / "checkpoints")}
+    with kafka_spark.streaming(join_job, join_env):  # stops even when the app fails
         app = AppServer(env, work / "app.log")
         try:
             yield app

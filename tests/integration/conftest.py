@@ -1,10 +1,19 @@
-"""The app fixtures of the integration tests: one real app server per module, and apps
-of a test's own (fresh counters, other settings)."""
+"""The integration fixtures: the real local stack and the scripts' queries in this
+process's Spark (tests/stack_support.py), the app servers."""
 
 import pytest
 
+from tests import stack_support
 from tests.app_server import AppServer
+from tests.bare_unit_run import BareUnitRun
 from tests.stack_support import create_topics
+
+# The stack's fixtures, for this folder only: a unit run never reaches for services.
+stack = stack_support.stack
+redis_client = stack_support.redis_client
+unique = stack_support.unique
+topics = stack_support.topics
+kafka_spark = stack_support.kafka_spark
 
 
 @pytest.fixture(scope="module")
@@ -12,9 +21,9 @@ def app(stack, tmp_path_factory, request):
     """The module's app server, with the module's APP_ENV (none by default); the topics
     APP_ENV names (`*_TOPIC`) are created first."""
     env = getattr(request.module, "APP_ENV", {})
-    topics = [value for name, value in env.items() if name.endswith("_TOPIC")]
-    if topics:
-        create_topics(stack, *topics)
+    names = [value for name, value in env.items() if name.endswith("_TOPIC")]
+    if names:
+        create_topics(stack, *names)
     server = AppServer(env, tmp_path_factory.mktemp("app") / "app.log")
     yield server
     server.stop()
@@ -34,3 +43,19 @@ def start_app(tmp_path):
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def bare_unit_run(tmp_path_factory):
+    """`make unit` in a bare checkout without the test tools (tests/bare_unit_run.py)."""
+    run = BareUnitRun(tmp_path_factory.mktemp("bare-unit"))
+    yield run
+    run.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def start_the_bare_unit_run_early(request):
+    """When its test is selected, `make unit`'s bare run starts with this tier's first
+    test: it runs beside the tier's waits on services instead of after them."""
+    if any("bare_unit_run" in item.fixturenames for item in request.session.items):
+        request.getfixturevalue("bare_unit_run")

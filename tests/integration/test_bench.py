@@ -15,7 +15,7 @@ from kafka import KafkaAdminClient
 
 from stedi.stack import services
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 EVENTS, CUSTOMERS, LATENCY_SECONDS, LATENCY_RATE = 300, 30, 5, 100
 # 400 = 30 x 13 + 10: 10 customers take 14 tests (11 scores each), 20 take 13 (10 each).

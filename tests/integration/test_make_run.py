@@ -22,7 +22,7 @@ from tests.metrics_support import Scrape
 from tests.records import customer
 from tests.shell_support import path_without
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 QUERIES = {

@@ -179,7 +179,11 @@ def test_a_broker_hung_longer_than_the_delivery_timeout_loses_no_write(
         during.start()
         hung_for = 3 * DELIVERY_TIMEOUT_MS / 1000
         wait_for(lambda: not health.ready(source.state), hung_for, "source reported unhealthy")
-        time.sleep(hung_for)  # well past the delivery timeout, with writes still coming
+        # Hung past the delivery timeout: the source saw it (no fixed wait), with writes
+        # still coming (the writer takes about 10 s).
+        wait_for(
+            lambda: "did not confirm" in source.log_text(), 2 * hung_for, "the delivery timeout"
+        )
         during.join()
     finally:
         os.kill(broker, signal.SIGCONT)

@@ -1,4 +1,5 @@
-"""sparkpyriskscore.py through `make run`: the simulator at 30x, real Kafka, spark-submit.
+"""sparkpyriskscore.py through `make run`: the simulator at 30x, real Kafka, spark-submit;
+the score job catches up through its wrapper, the join runs as its query in the test process.
 
 The app publishes its scores on a fresh events topic; the Redis source publishes
 the tests on the stack's `redis-server`, which every job reads from where it stood
@@ -20,9 +21,10 @@ from kafka import KafkaConsumer, TopicPartition
 
 from stedi.stack.services import ROOT
 from tests.app_server import AppServer, free_port, logged_in
+from tests.scripts import join_job
 from tests.stack_support import TopicReader, create_topics, read_all, submit
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MIN_SCORES = 100
 
@@ -109,7 +111,7 @@ def simulated_run(stack, tmp_path_factory):
     # every test the app stored has reached `redis-server` before Spark catches up
     wait_until_quiet(stack, stack.redis_topic)
     app_scores = values_of(stack, topics["STEDI_EVENTS_TOPIC"])
-    output = submit("submit-score.sh", jobs_env)
+    output = submit("submit-score.sh", jobs_env)  # the score wrapper's own run too
     return topics, app_scores, output, tmp_path, jobs_env["STEDI_STARTING_OFFSETS"]
 
 
@@ -134,15 +136,18 @@ def test_spark_scores_agree_with_every_app_score(stack, simulated_run):
     assert last and "agreement 100.0% of " in last[-1], output[-3000:]
 
 
-def test_the_join_fed_from_spark_scores_writes_the_same_records(stack, unique, simulated_run):
+def test_the_join_fed_from_spark_scores_writes_the_same_records(
+    stack, unique, simulated_run, kafka_spark
+):
+    """The join's query in this process (kafka_spark), once per score source."""
     topics, app_scores, _, tmp_path, offsets = simulated_run
     outputs = {}
     for source in ("STEDI_EVENTS_TOPIC", "STEDI_SPARK_RISK_TOPIC"):
         name = source.lower().replace("_", "-")
         risk_topic = f"customer-risk-{name}-{unique}"
         create_topics(stack, risk_topic)
-        submit(
-            "submit-join.sh",
+        kafka_spark(
+            join_job,
             {
                 "STEDI_EVENTS_TOPIC": topics[source],
                 "KAFKA_RISK_TOPIC": risk_topic,

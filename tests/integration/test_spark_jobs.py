@@ -1,4 +1,5 @@
-"""Each entry script, run through its wrapper (or alone) with --available-now on real topics."""
+"""Each entry script, run through its wrapper (or alone) with --available-now on real topics;
+the join's restarts and rebuilds as its query in this process (no JVM of its own)."""
 
 import json
 import os
@@ -12,6 +13,7 @@ from kafka import KafkaProducer
 
 from stedi.stack import services
 from tests.records import SAM_TEST, customer, customer_record, risk_record, set_record, zadd_record
+from tests.scripts import join_job
 from tests.stack_support import console_rows, produce, read_all, submit
 
 pytestmark = pytest.mark.integration
@@ -34,6 +36,7 @@ def joined(stack, topic: str, expected: int, timeout: float = 30.0) -> list[tupl
     return sorted((json.loads(r.value)["email"], json.loads(r.value)["score"]) for r in records)
 
 
+@pytest.mark.slow  # spark-submit
 def test_redis_job_prints_customers_ignores_other_keys_and_counts_bad_records(stack, topics):
     produce(
         stack,
@@ -54,6 +57,7 @@ def test_redis_job_prints_customers_ignores_other_keys_and_counts_bad_records(st
     assert re.search(r"\[redis-customers-console\] batch 0: 5 rows in, .*, 1 bad records", output)
 
 
+@pytest.mark.slow  # spark-submit
 def test_events_job_prints_customer_score_and_risk_date(stack, topics):
     produce(
         stack,
@@ -69,6 +73,7 @@ def test_events_job_prints_customer_score_and_risk_date(stack, topics):
     assert re.search(r"\[risk-events-console\] batch 0: 3 rows in, .*, 1 bad records", output)
 
 
+@pytest.mark.slow  # spark-submit
 def test_join_job_writes_the_spec_records_and_dead_letters(stack, topics):
     produce(
         stack,
@@ -102,12 +107,13 @@ def test_join_job_writes_the_spec_records_and_dead_letters(stack, topics):
         (topics["STEDI_REDIS_TOPIC"], "value is not a Redis source record"),
         (topics["STEDI_EVENTS_TOPIC"], "value is not a JSON object"),
     ]
-    # A second run resumes from the checkpoint: nothing is written again.
-    submit("submit-join.sh", topics)
-    assert len(read_all(stack, topics["KAFKA_RISK_TOPIC"], 2, timeout=5)) == 1
 
 
-def test_customers_written_long_ago_join_across_restarts_and_rebuilds(stack, topics, tmp_path):
+def test_customers_written_long_ago_join_across_restarts_and_rebuilds(
+    stack, topics, tmp_path, kafka_spark
+):
+    """The join's query itself, run in this process (kafka_spark): the wrapper has its
+    own test above."""
     now = int(time.time() * 1000)
     old40 = customer("Forty Days", "forty@test.com", "1960-01-01")
     old400 = customer("Four Hundred", "fourhundred@test.com", "1950-01-01")
@@ -134,7 +140,7 @@ def test_customers_written_long_ago_join_across_restarts_and_rebuilds(stack, top
             (risk_record("nobody@test.com", 5.0), now),
         ],
     )
-    submit("submit-join.sh", topics)
+    kafka_spark(join_job, topics)
     first = [
         ("Santosh.Fibonnaci@test.com", 3.0),
         ("forty@test.com", 2.0),
@@ -143,17 +149,19 @@ def test_customers_written_long_ago_join_across_restarts_and_rebuilds(stack, top
     ]
     assert joined(stack, topics["KAFKA_RISK_TOPIC"], 5, timeout=10) == first
 
-    # Restart from the checkpoint: the 400-day-old customer is still joinable.
+    # Restart from the checkpoint: the 400-day-old customer is still joinable, and
+    # nothing the first run wrote is written again (one new record, no more).
     produce_at(stack, topics["STEDI_EVENTS_TOPIC"], [(risk_record(old400["email"], 6.0), now)])
-    submit("submit-join.sh", topics)
+    kafka_spark(join_job, topics)
     after_restart = sorted([*first, ("fourhundred@test.com", 6.0)])
-    assert joined(stack, topics["KAFKA_RISK_TOPIC"], 6, timeout=10) == after_restart
+    assert joined(stack, topics["KAFKA_RISK_TOPIC"], 7, timeout=5) == after_restart
 
     # A new, empty checkpoint rebuilds the customers from redis-server and joins again.
-    submit("submit-join.sh", {**topics, "STEDI_CHECKPOINT_DIR": str(tmp_path / "fresh")})
+    kafka_spark(join_job, {**topics, "STEDI_CHECKPOINT_DIR": str(tmp_path / "fresh")})
     assert joined(stack, topics["KAFKA_RISK_TOPIC"], 11, timeout=10) == sorted(after_restart * 2)
 
 
+@pytest.mark.slow  # spark-submit
 def test_the_join_script_alone_in_an_empty_folder_runs_with_its_docstring_submit_line(
     stack, topics, tmp_path
 ):

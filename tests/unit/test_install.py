@@ -35,6 +35,15 @@ def test_make_test_installs_the_test_tools():
     assert [tool for tool in TEST_TOOLS if tool not in commands] == []
 
 
+def test_make_unit_installs_no_test_tool_browser_or_maven_jars():
+    """The quick loop needs Java and the Python environment with pytest, nothing more
+    (tests/integration/test_unit_tier.py runs it on such a machine)."""
+    commands = dry_run("unit")
+    assert "'.[spark,test,dev]'" in commands and "-m pytest -m unit" in commands
+    needless = ("system-deps test", "composecheck", "go build", "mvn", "npm")
+    assert [tool for tool in needless if tool in commands] == []
+
+
 def run_system_deps(mode: str, path: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["bash", str(ROOT / "bin" / "system-deps"), mode],
@@ -51,14 +60,3 @@ def test_without_go_and_chromium_running_needs_nothing_and_testing_says_how_to_g
     testing = run_system_deps("test", path)
     assert testing.returncode == 1
     assert "Go 1.24 or newer" in testing.stderr and "https://go.dev/dl/" in testing.stderr
-
-
-def test_the_install_output_has_no_terminal_codes(tmp_path):
-    """Maven's install step, run for real into a scratch folder."""
-    result = subprocess.run(
-        ["make", "--no-print-directory", f"JARS={tmp_path}", f"{tmp_path}/kafka/.stamp"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert any(tmp_path.glob("kafka/kafka_*.jar")), result.stdout
-    assert "\x1b[" not in result.stdout + result.stderr

@@ -239,7 +239,7 @@ def test_state_holds_each_customer_twice_and_each_score_twice_for_the_wait_only(
     batch after the watermark (the latest arrival) passes its arrival by the wait;
     the customers stay. A repeat arriving after the wait is a new output.
     """
-    wait = 9  # the sleep below stays under 10 s
+    wait = 9  # seconds of real time: the test sleeps through it once (under 10 s)
     join = StreamingJoin(spark, tmp_path, risk_wait=f"{wait} seconds")
     try:
         join.append("redis-server", [customer_record(SANTOSH), customer_record(ANN)])

@@ -1,6 +1,7 @@
 """The entry scripts are standalone, and the code they copy from each other stays identical."""
 
 import ast
+import functools
 import sys
 
 import pytest
@@ -43,6 +44,7 @@ def test_a_script_has_its_own_kafka_read_and_schemas_and_no_python_udfs(script):
     assert "spark-sql-kafka-0-10_2.13:4.2.0 " + script in source
 
 
+@functools.cache  # one parse per script for the whole run, not one per parameter
 def top_level_definitions(path) -> dict[str, str]:
     """The source text of each top-level function, class and constant, by name."""
     source = path.read_text()
@@ -75,7 +77,14 @@ COPIES = {
     (REDIS, JOIN): ["CUSTOMER_KEY", "CUSTOMER_SCHEMA", "_base64_text", "customer_members"],
     (EVENTS, JOIN): ["ISO_INSTANT_PATTERN", "_is_finite", "risk_events"],
     (REDIS, EVENTS): ["build_session", "read_kafka", "progress_line", "start", "main"],
-    (JOIN, SCORE): ["STATE_STORES", "DEAD_LETTER_VALUE_BYTES", "RISK_DATE_FORMAT", "read_kafka"],
+    (JOIN, SCORE): [
+        "STATE_STORES",
+        "DEAD_LETTER_VALUE_BYTES",
+        "RISK_DATE_FORMAT",
+        "read_kafka",
+        "kafka_timeouts",
+        "kafka_sink_timeouts",
+    ],
 }
 COPIED = [(scripts, name) for scripts, names in COPIES.items() for name in names]
 
@@ -93,6 +102,7 @@ def test_a_copied_definition_is_the_same_text_in_every_script_that_carries_it(sc
     assert not differing, f"{name} differs from {scripts[0]}'s copy in {differing}"
 
 
+@functools.cache
 def preceding_comments(path) -> dict[str, str]:
     """The comment line right above each top-level definition (above its decorators)."""
     source = path.read_text()

@@ -3,7 +3,9 @@
 docker-compose.yaml is loaded by compose-go (the Compose Specification's
 reference implementation, built by `make install`), which validates it against
 the specification's JSON schema offline; then the project's own rules are
-asserted on the normalised project.
+asserted on the normalised project. Integration tier, without services: the
+validator needs Go and hadolint comes with the test tools (`make install-test`),
+which `make unit` does without.
 """
 
 import json
@@ -17,6 +19,8 @@ import pytest
 from stedi.config import Settings
 from stedi.stack.services import stack_topics
 from tests import image_spark
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSECHECK = ROOT / "build" / "bin" / "composecheck"
