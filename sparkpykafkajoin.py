@@ -30,7 +30,8 @@ Options: --available-now (process what is there, then exit). Settings are
 environment variables: KAFKA_BOOTSTRAP_SERVERS, STEDI_REDIS_TOPIC,
 STEDI_EVENTS_TOPIC, KAFKA_RISK_TOPIC, STEDI_DEAD_LETTER_TOPIC,
 STEDI_CHECKPOINT_DIR, STEDI_STARTING_OFFSETS, STEDI_RISK_WAIT,
-STEDI_SHUFFLE_PARTITIONS, STEDI_TRIGGER_INTERVAL, STEDI_STATE_STORE.
+STEDI_SHUFFLE_PARTITIONS, STEDI_TRIGGER_INTERVAL, STEDI_STATE_STORE,
+STEDI_KAFKA_TIMEOUT_MS.
 In this repository the wrapper adds the connector and the master:
 
     ./submit-join.sh                  # run until Ctrl-C

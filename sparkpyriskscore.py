@@ -39,7 +39,8 @@ environment variables: KAFKA_BOOTSTRAP_SERVERS, STEDI_REDIS_TOPIC,
 STEDI_EVENTS_TOPIC, STEDI_SPARK_RISK_TOPIC, STEDI_RISK_QUALITY_TOPIC,
 STEDI_DEAD_LETTER_TOPIC, STEDI_CHECKPOINT_DIR, STEDI_STARTING_OFFSETS,
 STEDI_SCORE_STATE_TTL, STEDI_SHUFFLE_PARTITIONS, STEDI_TRIGGER_INTERVAL,
-STEDI_STATE_STORE. In this repository the wrapper adds the connector and the master:
+STEDI_STATE_STORE, STEDI_KAFKA_TIMEOUT_MS. In this repository the wrapper adds the
+connector and the master:
 
     ./submit-score.sh                  # run until Ctrl-C
     ./submit-score.sh --available-now  # process what is there, then exit
