@@ -326,12 +326,6 @@ def checked_once(rows: DataFrame, keys: list[str], name: str) -> DataFrame:
     )
 
 
-def dead_letters(rows: DataFrame, member: Column | None = None) -> DataFrame:
-    """The dead-letter records (`key`, `value`) of decoded rows with a problem."""
-    key, value = dead_letter(member)
-    return rows.where(F.col("problem").isNotNull()).select(key.alias("key"), value.alias("value"))
-
-
 def checked_dead_letters(checked: DataFrame) -> DataFrame:
     """The dead-letter records of checked rows (see checked_once), computed before the shuffle."""
     return checked.where(F.col("problem").isNotNull()).select(

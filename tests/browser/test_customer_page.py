@@ -17,7 +17,7 @@ from playwright.sync_api import expect, sync_playwright
 from stedi.app.risk import StepTest, risk_score
 from stedi.stack import services
 from tests.app_server import AppServer
-from tests.browser.test_graph import CHROMIUM, CHROMIUM_ARGS, log_in
+from tests.browser.test_graph import CHROMIUM, CHROMIUM_ARGS, log_in, page_errors
 from tests.stack_support import TopicReader, create_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -65,15 +65,7 @@ def test_six_tests_by_hand_show_on_the_customers_page_with_scores_and_a_chart(ap
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1100, "height": 900}, timezone_id=TIME_ZONE)
-        errors = []  # a script the CSP blocks, a failed chart: the console says so
-
-        def console(message):
-            # The app has no favicon; Chromium asks for one.
-            if message.type == "error" and not message.location["url"].endswith("/favicon.ico"):
-                errors.append(f"{message.text} ({message.location['url']})")
-
-        page.on("console", console)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        errors = page_errors(page)  # a script the CSP blocks, a failed chart
         log_in(page, app.url)
         page.goto(f"{app.url}/customers/new")
         page.fill("input[name=customerName]", "Bea Browser")

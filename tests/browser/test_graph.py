@@ -71,6 +71,20 @@ def browser_page():
         browser.close()
 
 
+def page_errors(page) -> list[str]:
+    """The page's console errors and uncaught exceptions from now on (a script the CSP
+    blocks shows here); the favicon Chromium asks for, which the app has not, is left out."""
+    errors = []
+
+    def console(message):
+        if message.type == "error" and not message.location["url"].endswith("/favicon.ico"):
+            errors.append(f"{message.text} ({message.location['url']})")
+
+    page.on("console", console)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return errors
+
+
 def log_in(page, url):
     page.goto(f"{url}/login")
     page.fill("input[name=email]", ADMIN_EMAIL)

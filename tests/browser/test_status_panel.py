@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.app_server import AppServer
-from tests.browser.test_graph import CHROMIUM, CHROMIUM_ARGS, log_in
+from tests.browser.test_graph import CHROMIUM, CHROMIUM_ARGS, log_in, page_errors
 from tests.metrics_support import Endpoint, jobs_text, source_text
 from tests.stack_support import create_topics
 
@@ -48,15 +48,7 @@ def page():
 
 
 def test_the_panel_shows_every_part_and_a_stopped_job_red_within_10_s(panel_app, page):
-    errors = []  # a script the CSP blocks shows here
-
-    def console(message):
-        # The app has no favicon; Chromium asks for one.
-        if message.type == "error" and not message.location["url"].endswith("/favicon.ico"):
-            errors.append(f"{message.text} ({message.location['url']})")
-
-    page.on("console", console)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    errors = page_errors(page)  # a script the CSP blocks shows here
     log_in(page, panel_app.url)
     page.goto(f"{panel_app.url}/graph")
     for part in PARTS:

@@ -101,5 +101,6 @@ def test_any_stedi_events_record_gives_one_score_or_one_dead_letter(spark, value
             assert math.isfinite(row.score)
             assert row.riskDate is not None
             assert re.match(EMAIL, row.customer)
-    letters = join_job.dead_letters(join_job.risk_events(frame(spark, "stedi-events", values)))
+    events = join_job.risk_events(frame(spark, "stedi-events", values))
+    letters = join_job.checked_dead_letters(events.select("*", *join_job.dead_letter()))
     assert letters.count() == sum(r.problem is not None for r in rows)

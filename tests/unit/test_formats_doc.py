@@ -192,6 +192,6 @@ def test_the_spark_dead_letter_is_what_the_join_writes(spark):
         "topic string, partition int, offset long, timestamp timestamp, problem string, "
         "value binary",
     )  # fmt: skip
-    [record] = join_job.dead_letters(rows).collect()
+    [record] = join_job.checked_dead_letters(rows.select("*", *join_job.dead_letter())).collect()
     assert record["key"] == "stedi-events/0/42"
     assert json.loads(record["value"]) == letter
