@@ -16,6 +16,7 @@ SYSTEM_RUN := build/.system-deps-run
 SYSTEM_TEST := build/.system-deps-test
 NODE_STAMP := node_modules/.stamp
 COMPOSECHECK := build/bin/composecheck
+CLASS_ARCHIVE := $(shell bin/class-archive path)
 
 .PHONY: help install install-test run up down status clean test unit lint bench
 
@@ -23,7 +24,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 # What running needs (make run, make up, the submit wrappers): no test tool.
-install: $(SYSTEM_RUN) $(VENV_RUN) $(SPARK_JARS) $(KAFKA_JARS) $(NODE_STAMP) ## install what running needs (idempotent)
+install: $(SYSTEM_RUN) $(VENV_RUN) $(SPARK_JARS) $(KAFKA_JARS) $(NODE_STAMP) $(CLASS_ARCHIVE) ## install what running needs (idempotent)
 
 # What the tests need on top: Chromium, the Compose validator (Go), hadolint, pytest.
 install-test: install $(SYSTEM_TEST) $(VENV_TEST) $(COMPOSECHECK) ## install the test tools too (idempotent)
@@ -67,6 +68,15 @@ $(KAFKA_JARS): jvm/pom.xml
 	@rm -rf $(JARS)/kafka
 	@$(MVN) -P kafka dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(abspath $(JARS)/kafka)
 	@touch $@
+
+# Spark's classes, parsed and verified once, for every later JVM start (bin/class-archive):
+# the JVM writes them as a short run of the jobs' own transformations exits.
+$(CLASS_ARCHIVE): $(VENV_RUN) $(SPARK_JARS) stedi/stack/class_archive.py
+	@echo ">> Spark's class data archive (quicker JVM starts) into $(@D)"
+	@mkdir -p $(@D) && rm -f $@ $@.tmp
+	@SPARK_SUBMIT_OPTS="$$(bin/class-archive dump)" bin/submit stedi/stack/class_archive.py \
+		> $(@D)/workload.log 2>&1 || { tail -n 30 $(@D)/workload.log; exit 1; }
+	@mv $@.tmp $@
 
 test: install-test ## run every test (unit, integration on a real Kafka and Redis, browser)
 	@$(PY) -m pytest

@@ -8,6 +8,8 @@ conftests, so a unit run never reaches for them.
 """
 
 import os
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,9 +33,15 @@ def pytest_collection_modifyitems(items):
 
 
 def spark_submit_args(with_kafka: bool) -> str:
-    """The in-process session's JVM options: UI off, and Spark's Kafka connector
+    """The in-process session's JVM options: UI off, the class archive, and Spark's Kafka connector
     (build/jars/spark) only when a selected test runs a query on Kafka."""
     args = ["--conf spark.ui.enabled=false", "--conf spark.ui.showConsoleProgress=false"]
+    # Spark's classes from the class archive when `make install` has made it (not in `make unit`)
+    archive_options = subprocess.run(
+        [ROOT / "bin" / "class-archive", "options"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    if archive_options:
+        args.append(f"--driver-java-options {shlex.quote(archive_options)}")
     if with_kafka:
         jars = sorted(SPARK_JARS.glob("*.jar"))
         assert jars, f"no jars in {SPARK_JARS}: `make install` puts Spark's Kafka connector there"

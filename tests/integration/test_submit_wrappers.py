@@ -26,14 +26,23 @@ def test_the_connector_jars_in_use_match_the_pinned_spark():
 
 
 @pytest.mark.slow  # four spark-submit starts, side by side
-def test_each_wrapper_runs_its_script_with_the_usage_docstring():
+def test_each_wrapper_runs_its_script_with_the_usage_docstring(tmp_path):
+    """... and its JVM takes Spark's classes from the class archive `make install` made."""
+    class_log = tmp_path / "classes.log"
     runs = {
         wrapper: subprocess.Popen(
             [str(ROOT / wrapper), "--help"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "STEDI_SUBMIT": "local"},
+            env={
+                **os.environ,
+                "STEDI_SUBMIT": "local",
+                # The JVM's own record of where each class came from (one wrapper is enough)
+                "SPARK_SUBMIT_OPTS": f"-Xlog:class+load=info:file={class_log}"
+                if wrapper == "submit-join.sh"
+                else "",
+            },
         )
         for wrapper in WRAPPERS
     }
@@ -42,3 +51,5 @@ def test_each_wrapper_runs_its_script_with_the_usage_docstring():
         assert runs[wrapper].returncode == 0, stderr
         assert f"./{wrapper} --available-now" in stdout, (wrapper, script)
         assert "--available-now" in stdout
+    loaded = class_log.read_text()
+    assert "org.apache.spark.deploy.SparkSubmit source: shared objects file (top)" in loaded
