@@ -527,6 +527,17 @@ QUERY_CONF = {
 }
 
 
+# Expressions interpreted, not compiled: the arrival time (the batch's time) is a literal
+# that generated code inlines, so the join's code was new in every micro-batch, compiled by
+# Janino and then by the JIT each time. Interpreted, a stream of 1,000 scores/s ran batches
+# of about 1,000 scores in 0.7 to 1.4 s instead of 2,400 in 1.4 to 3.8 s, and the backlog
+# of 200,000 took no longer (docs/performance.md, "What was tried").
+INTERPRETED_CONF = {
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+}
+
+
 # Checkpoint files through Hadoop's FileSystem API, not its FileContext API (Spark's
 # default): without Hadoop's native library, FileContext forks `chmod`, `stat` and
 # `readlink` for each file it writes, 60 processes per micro-batch of a small stateful
@@ -539,7 +550,8 @@ CHECKPOINT_FILE_MANAGER = (
 
 def session_conf(settings: Settings) -> dict[str, str]:
     """Few shuffle partitions (each is a state store instance), UTC, the chosen state
-    store, QUERY_CONF: the SQL settings of this job's session (one engine may run several)."""
+    store, QUERY_CONF, INTERPRETED_CONF: the SQL settings of this job's session (one
+    engine may run several)."""
     return {
         "spark.sql.shuffle.partitions": settings.shuffle_partitions,
         "spark.sql.streaming.stateStore.providerClass": STATE_STORES[settings.state_store],
@@ -547,6 +559,7 @@ def session_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.streaming.checkpointFileManagerClass": CHECKPOINT_FILE_MANAGER,
         **QUERY_CONF,
+        **INTERPRETED_CONF,
     }
 
 
