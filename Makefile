@@ -78,8 +78,10 @@ $(CLASS_ARCHIVE): $(VENV_RUN) $(SPARK_JARS) stedi/stack/class_archive.py
 		> $(@D)/workload.log 2>&1 || { tail -n 30 $(@D)/workload.log; exit 1; }
 	@mv $@.tmp $@
 
+# The unit tier runs once, inside tests/integration/test_unit_tier.py: `make unit` in a bare
+# checkout without the test tools, beside the integration tier; its summary ends the output.
 test: install-test ## run every test (unit, integration on a real Kafka and Redis, browser)
-	@$(PY) -m pytest
+	@$(PY) -m pytest -m "not unit"
 
 # The quick loop: Java (in-process Spark) and the Python environment with pytest; no
 # services, no spark-submit, no Go, Chromium or Maven jars (tests/unit/test_install.py).

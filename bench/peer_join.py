@@ -89,7 +89,15 @@ def main():
     parser.add_argument("--available-now", action="store_true")
     args = parser.parse_args()
 
-    spark = SparkSession.builder.appName("stedi-peer-join").getOrCreate()
+    # Spark's default, as in the course; the bench's tiny test run sets fewer
+    # (BENCH_PEER_SHUFFLE_PARTITIONS), since 800 state store instances for 300 records only
+    # make `make test` longer.
+    partitions = os.environ.get("BENCH_PEER_SHUFFLE_PARTITIONS", "200")
+    spark = (
+        SparkSession.builder.appName("stedi-peer-join")
+        .config("spark.sql.shuffle.partitions", partitions)
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("WARN")
 
     redis_raw = read_kafka(spark, os.environ.get("STEDI_REDIS_TOPIC", "redis-server"))

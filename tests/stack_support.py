@@ -11,6 +11,7 @@ import os
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
@@ -55,32 +56,57 @@ def unique():
     return uuid.uuid4().hex[:10]
 
 
-@pytest.fixture
-def topics(stack, unique, tmp_path):
-    """Unique topics and checkpoints for one test, as the Spark jobs' environment."""
+def job_topics(stack, unique: str, folder: Path) -> dict[str, str]:
+    """Unique topics (created) and checkpoints, as the Spark jobs' environment."""
     env = {
         "STEDI_REDIS_TOPIC": f"redis-server-{unique}",
         "STEDI_EVENTS_TOPIC": f"stedi-events-{unique}",
         "KAFKA_RISK_TOPIC": f"customer-risk-{unique}",
         "STEDI_DEAD_LETTER_TOPIC": f"dead-letter-{unique}",
-        "STEDI_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        "STEDI_CHECKPOINT_DIR": str(folder / "checkpoints"),
     }
     create_topics(stack, *(v for k, v in env.items() if k != "STEDI_CHECKPOINT_DIR"))
     return env
 
 
+@pytest.fixture
+def topics(stack, unique, tmp_path):
+    """Unique topics and checkpoints for one test, as the Spark jobs' environment."""
+    return job_topics(stack, unique, tmp_path)
+
+
 def submit(wrapper: str, env: dict) -> str:
     """Runs a submit wrapper with --available-now on local Spark; its stdout, or fails."""
-    result = subprocess.run(
-        [str(services.ROOT / wrapper), "--available-now"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **env, "STEDI_SUBMIT": "local"},
-    )
-    first_error = max(0, result.stderr.find("Exception") - 500)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[first_error:][:4000]
-    return result.stdout
+    return submit_side_by_side({wrapper: env})[wrapper]
+
+
+def submit_side_by_side(runs: dict[str, dict]) -> dict[str, str]:
+    """Runs submit wrappers (name -> its environment) with --available-now on local Spark,
+    all at once: JVMs that start together wait less on each other than in turn. Each
+    one's stdout, or fails with the first failed one's output."""
+    started = {
+        wrapper: subprocess.Popen(
+            [str(services.ROOT / wrapper), "--available-now"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **env, "STEDI_SUBMIT": "local"},
+        )
+        for wrapper, env in runs.items()
+    }
+    outputs = {}
+    try:
+        for wrapper, process in started.items():
+            stdout, stderr = process.communicate(timeout=600)
+            first_error = max(0, stderr.find("Exception") - 500)
+            assert process.returncode == 0, (wrapper, stdout[-2000:] + stderr[first_error:][:4000])
+            outputs[wrapper] = stdout
+    finally:
+        for process in started.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return outputs
 
 
 def console_rows(output: str) -> list[list[str]]:

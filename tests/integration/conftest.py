@@ -45,6 +45,17 @@ def start_app(tmp_path):
         server.stop()
 
 
+# The unit tier's own summary line, from its run in the bare checkout.
+UNIT_SUMMARY = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if UNIT_SUMMARY in config.stash:
+        terminalreporter.write_line(
+            f"unit tier (make unit in a bare checkout): {config.stash[UNIT_SUMMARY]}"
+        )
+
+
 @pytest.fixture(scope="session")
 def bare_unit_run(tmp_path_factory):
     """`make unit` in a bare checkout without the test tools (tests/bare_unit_run.py)."""

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import time
+import uuid
 
 import pytest
 from kafka import KafkaProducer
@@ -14,7 +15,13 @@ from kafka import KafkaProducer
 from stedi.stack import services
 from tests.records import SAM_TEST, customer, customer_record, risk_record, set_record, zadd_record
 from tests.scripts import join_job
-from tests.stack_support import console_rows, produce, read_all, submit
+from tests.stack_support import (
+    console_rows,
+    job_topics,
+    produce,
+    read_all,
+    submit_side_by_side,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,8 +43,7 @@ def joined(stack, topic: str, expected: int, timeout: float = 30.0) -> list[tupl
     return sorted((json.loads(r.value)["email"], json.loads(r.value)["score"]) for r in records)
 
 
-@pytest.mark.slow  # spark-submit
-def test_redis_job_prints_customers_ignores_other_keys_and_counts_bad_records(stack, topics):
+def redis_inputs(stack, topics) -> None:
     produce(
         stack,
         topics["STEDI_REDIS_TOPIC"],
@@ -49,32 +55,18 @@ def test_redis_job_prints_customers_ignores_other_keys_and_counts_bad_records(st
             customer_record(SANTOSH, padded=False),
         ],
     )
-    output = submit("submit-redis.sh", topics)
-    assert console_rows(output) == [
-        ["Santosh.Fibonnaci@test.com", "Santosh Fibonnaci", "1963"],
-        ["sam.test@test.com", "Sam Test", "2001"],
-    ]
-    assert re.search(r"\[redis-customers-console\] batch 0: 5 rows in, .*, 1 bad records", output)
 
 
-@pytest.mark.slow  # spark-submit
-def test_events_job_prints_customer_score_and_risk_date(stack, topics):
+def events_inputs(stack, topics) -> None:
     produce(
         stack,
         topics["STEDI_EVENTS_TOPIC"],
         [risk_record("a@test.com", 7), "{{", risk_record("b@test.com", -1.25)],
         key=b"1600070046417",
     )
-    output = submit("submit-event.sh", topics)
-    assert console_rows(output) == [
-        ["a@test.com", "7.0", "2020-09-14 07:54:06.417"],
-        ["b@test.com", "-1.25", "2020-09-14 07:54:06.417"],
-    ]
-    assert re.search(r"\[risk-events-console\] batch 0: 3 rows in, .*, 1 bad records", output)
 
 
-@pytest.mark.slow  # spark-submit
-def test_join_job_writes_the_spec_records_and_dead_letters(stack, topics):
+def join_inputs(stack, topics) -> None:
     produce(
         stack,
         topics["STEDI_REDIS_TOPIC"],
@@ -85,7 +77,51 @@ def test_join_job_writes_the_spec_records_and_dead_letters(stack, topics):
         topics["STEDI_EVENTS_TOPIC"],
         [risk_record(SANTOSH["email"], 28.5), risk_record("nobody@test.com", 1.0), "{{"],
     )
-    output = submit("submit-join.sh", topics)
+
+
+INPUTS = {
+    "submit-redis.sh": redis_inputs,
+    "submit-event.sh": events_inputs,
+    "submit-join.sh": join_inputs,
+}
+
+
+@pytest.fixture(scope="module")
+def wrapper_runs(stack, tmp_path_factory):
+    """The three wrappers, each on its own topics with its inputs, run side by side:
+    wrapper -> (its topics, its stdout)."""
+    envs = {}
+    for wrapper, produce_inputs in INPUTS.items():
+        folder = tmp_path_factory.mktemp(wrapper.removesuffix(".sh"))
+        envs[wrapper] = job_topics(stack, uuid.uuid4().hex[:10], folder)
+        produce_inputs(stack, envs[wrapper])
+    outputs = submit_side_by_side(envs)
+    return {wrapper: (envs[wrapper], outputs[wrapper]) for wrapper in envs}
+
+
+@pytest.mark.slow  # spark-submit
+def test_redis_job_prints_customers_ignores_other_keys_and_counts_bad_records(wrapper_runs):
+    _, output = wrapper_runs["submit-redis.sh"]
+    assert console_rows(output) == [
+        ["Santosh.Fibonnaci@test.com", "Santosh Fibonnaci", "1963"],
+        ["sam.test@test.com", "Sam Test", "2001"],
+    ]
+    assert re.search(r"\[redis-customers-console\] batch 0: 5 rows in, .*, 1 bad records", output)
+
+
+@pytest.mark.slow  # spark-submit
+def test_events_job_prints_customer_score_and_risk_date(wrapper_runs):
+    _, output = wrapper_runs["submit-event.sh"]
+    assert console_rows(output) == [
+        ["a@test.com", "7.0", "2020-09-14 07:54:06.417"],
+        ["b@test.com", "-1.25", "2020-09-14 07:54:06.417"],
+    ]
+    assert re.search(r"\[risk-events-console\] batch 0: 3 rows in, .*, 1 bad records", output)
+
+
+@pytest.mark.slow  # spark-submit
+def test_join_job_writes_the_spec_records_and_dead_letters(stack, wrapper_runs):
+    topics, output = wrapper_runs["submit-join.sh"]
     assert re.search(
         r"\[customer-risk-join\] batch 0: 7 rows in, [\d.]+ rows/s, \d+ ms, \d+ state rows, "
         r"2 dead letters",
