@@ -242,7 +242,7 @@ def test_the_status_panel_shows_a_join_handed_over_to_its_wrapper_red_then_green
 ):
     """Every part green; `stop-job join` (as a user runs it): the join red within 10 s,
     the others still green; `./submit-join.sh` from make run's checkpoint: green again,
-    read from its own driver; that driver stopped leaves nothing behind."""
+    read from its own driver; that driver killed: red again, and nothing left behind."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -282,7 +282,8 @@ def test_the_status_panel_shows_a_join_handed_over_to_its_wrapper_red_then_green
                 expect(state_of(page, "join")).to_have_text("green", timeout=240_000)
                 expect(row).to_contain_text("run alone (sparkpykafkajoin.py")
                 announced = drivers.announced(Settings().stack_dir, "sparkpykafkajoin.py")
-                assert announced["pid"] == join.pid, "the announced pid is the JVM's"
+                assert announced["pid"] == join.pid  # the wrapper's, exec'd into the JVM:
+                assert Path(f"/proc/{join.pid}/comm").read_text().strip() == "java"
                 servlet = Scrape(f"{announced['ui']}/metrics/prometheus/")
                 assert "customer_risk_join_latency_Value" in servlet.text
                 lines = logged_in(live_run)[0].get("/api/pipeline-status").json()["lines"]
@@ -290,8 +291,9 @@ def test_the_status_panel_shows_a_join_handed_over_to_its_wrapper_red_then_green
                 emails = customers_emails(stack, live_run)
                 outputs = (servlet.text, json.dumps(lines), panel)
                 assert emails and not [e for e in emails if any(e in out for out in outputs)]
+                join.kill()  # kill -9 of its process group: its driver stops answering
             finally:
-                join.stop()
+                join.stop()  # when a check above failed
             deadline = time.monotonic() + 30
             while group_alive(join.pid):  # the JVM's Python driver goes with it
                 assert time.monotonic() < deadline, "the standalone join left processes behind"
