@@ -125,6 +125,11 @@ class Settings:
     spark_metrics_port: int = field(
         default_factory=lambda: env_int("STEDI_SPARK_METRICS_PORT", 9122)
     )
+    # The local stack's folder, where the app's status panel finds the Spark drivers run alone
+    # (stedi/stack/drivers.py); the stack itself reads it in stedi/stack/services.py.
+    stack_dir: str = field(
+        default_factory=lambda: os.path.abspath(_env("STEDI_STACK_DIR", "build/stack"))
+    )
     # The Redis source's Prometheus metrics (stedi/redis_source/metrics.py); port 0: none.
     redis_source_metrics_port: int = field(
         default_factory=lambda: env_int("STEDI_REDIS_SOURCE_METRICS_PORT", 9121)

@@ -3,13 +3,20 @@ green, amber or red, from the metrics those parts serve (never from Kafka).
 
 The app scrapes two endpoints on loopback, at most once per CACHE_SECONDS whatever the
 number of viewers: `make run`'s Spark engine's jobs (stedi/stack/engine_metrics.py) and
-the Redis source's (stedi/redis_source/metrics.py). `status_lines` is pure: samples in,
-lines out. The thresholds (docs/operations.md, "The status panel"):
+the Redis source's (stedi/redis_source/metrics.py). A job the engine does not run (handed
+over with `stop-job`, or no make run at all) may run alone, from its wrapper: its driver
+announced its UI in the stack dir (stedi/stack/drivers.py), and the same scrape reads that
+driver's Spark PrometheusServlet, whose gauges of the job's query make its line (no lag,
+batch age or dead letters there: those show as missing). `status_lines` is pure: samples
+in, lines out. The thresholds (docs/operations.md, "The status panel"):
 
 - a job is red when it is not running, its metrics do not answer, or Spark reported no
   progress for RED_AGE_S (an idle query still reports one every 10 s); amber when that
   age passes AMBER_AGE_S, a topic has more than AMBER_OFFSETS_BEHIND records unread, a
   batch took more than AMBER_BATCH_S, or the last batch wrote dead letters;
+- a job run alone is red when its driver does not answer or has no query of the job's
+  name (stopped, or failed and waiting to restart); amber when a batch took more than
+  AMBER_BATCH_S;
 - the source is red when its metrics do not answer or its replication stream is down;
   amber when it is more than AMBER_LAG_BYTES behind Redis.
 """
@@ -17,16 +24,30 @@ lines out. The thresholds (docs/operations.md, "The status panel"):
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import defaultdict
+from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from stedi.config import Settings
+from stedi.stack.drivers import announced
 
-JOBS = ("customers", "risk", "join", "score")  # make run's jobs (stedi/stack/engine.py)
+# make run's jobs (stedi/stack/engine.py), each with its script and the script's query
+# name (QUERY_NAME), which names the query's gauges in a driver that runs it alone.
+JOB_SCRIPTS = {
+    "customers": ("sparkpyrediskafkastreamtoconsole.py", "redis-customers-console"),
+    "risk": ("sparkpyeventskafkastreamtoconsole.py", "risk-events-console"),
+    "join": ("sparkpykafkajoin.py", "customer-risk-join"),
+    "score": ("sparkpyriskscore.py", "risk-score"),
+}
+JOBS = tuple(JOB_SCRIPTS)
+# Spark's PrometheusServlet on a driver's UI (bin/submit turns it on, namespace `stedi`).
+SERVLET_PATH = "/metrics/prometheus/"
 CACHE_SECONDS = 2.0
 FETCH_TIMEOUT_S = 2.0
 AMBER_AGE_S, RED_AGE_S = 15.0, 30.0
@@ -91,6 +112,49 @@ def job_line(name: str, metrics: dict[str, float] | None) -> dict:
     return line
 
 
+@dataclass(frozen=True)
+class Driver:
+    """A driver that announced itself running a job alone, and its servlet's samples
+    (None: it did not answer)."""
+
+    pid: int | None
+    samples: Samples | None
+
+
+def query_gauges(samples: Samples, query: str) -> dict[str, float]:
+    """The query's gauges in a driver's servlet samples, by their short names (`latency`,
+    `processingRate_total`, `states_rowsTotal`, ...); empty when the driver runs no such
+    query (Spark drops them when it stops)."""
+    prefix = f"metrics_stedi_driver_spark_streaming_{re.sub(r'[^A-Za-z0-9]', '_', query)}_"
+    return {
+        name.removeprefix(prefix).removesuffix("_Value"): value
+        for (name, _), value in samples.items()
+        if name.startswith(prefix) and name.endswith("_Value")
+    }
+
+
+def driver_line(name: str, driver: Driver) -> dict:
+    script, query = JOB_SCRIPTS[name]
+    line = {"name": name, "state": "red", "reasons": []}
+    if driver.samples is None:
+        line["reasons"].append(f"not running: its driver (pid {driver.pid}) does not answer")
+        return line
+    gauges = query_gauges(driver.samples, query)
+    if "latency" not in gauges:
+        line["reasons"].append(f"not running: its driver (pid {driver.pid}) has no {query} query")
+        return line
+    line.update(
+        rowsPerSecond=gauges.get("processingRate_total"),
+        batchSeconds=gauges["latency"] / 1000,
+        stateRows=gauges.get("states_rowsTotal"),
+        note=f"run alone ({script}, pid {driver.pid}): no lag, batch age or dead letters",
+    )
+    if line["batchSeconds"] > AMBER_BATCH_S:
+        line["reasons"].append(f"batches take {line['batchSeconds']:.1f} s")
+    line["state"] = "amber" if line["reasons"] else "green"
+    return line
+
+
 def source_line(samples: Samples | None) -> dict:
     line = {"name": "redis source", "state": "red", "reasons": []}
     if samples is None:
@@ -116,12 +180,35 @@ def source_line(samples: Samples | None) -> dict:
     return line
 
 
-def status_lines(jobs: Samples | None, source: Samples | None) -> list[dict]:
-    """The panel: the source, then each job in the pipeline's order."""
+def engine_runs(jobs: Samples | None) -> set[str]:
+    """The jobs whose query runs in make run's engine."""
     per_job = by_job(jobs) if jobs is not None else {}
+    return {job for job, metrics in per_job.items() if metrics.get("job_active")}
+
+
+def status_lines(
+    jobs: Samples | None, source: Samples | None, drivers: dict[str, Driver] | None = None
+) -> list[dict]:
+    """The panel: the source, then each job in the pipeline's order; a job the engine does
+    not run gets the line of the driver that announced itself running it (`drivers`)."""
+    per_job = by_job(jobs) if jobs is not None else {}
+    drivers = drivers or {}
     lines = [source_line(source)]
-    lines += [job_line(job, per_job.get(job) if jobs is not None else None) for job in JOBS]
+    for job in JOBS:
+        if job in drivers and job not in engine_runs(jobs):
+            lines.append(driver_line(job, drivers[job]))
+        else:
+            lines.append(job_line(job, per_job.get(job) if jobs is not None else None))
     return lines
+
+
+def loopback_servlet(record: dict) -> str | None:
+    """The servlet's URL of an announced driver; None unless its UI is on loopback (the app
+    scrapes nothing else)."""
+    ui = urllib.parse.urlsplit(record.get("ui", ""))
+    if ui.scheme != "http" or ui.hostname not in ("127.0.0.1", "localhost") or not ui.port:
+        return None
+    return f"http://127.0.0.1:{ui.port}{SERVLET_PATH}"
 
 
 def fetch(url: str) -> Samples | None:
@@ -133,11 +220,22 @@ def fetch(url: str) -> Samples | None:
         return None
 
 
+def fetch_driver(stack_dir: str, script: str) -> Driver | None:
+    """The driver announced for `script` in the stack dir, scraped; None if none announced."""
+    record = announced(stack_dir, script)
+    url = loopback_servlet(record) if record is not None else None
+    if url is None:
+        return None
+    pid = record.get("pid")
+    return Driver(pid if isinstance(pid, int) else None, fetch(url))
+
+
 class PipelineStatus:
     """The panel's lines, scraped at most once per CACHE_SECONDS for all viewers."""
 
-    def __init__(self, jobs_url: str | None, source_url: str | None):
+    def __init__(self, jobs_url: str | None, source_url: str | None, stack_dir: str | None):
         self.urls = (jobs_url, source_url)
+        self.stack_dir = stack_dir  # where drivers run alone announce themselves
         self.lines: list[dict] = []
         self.at = float("-inf")
         self.lock = asyncio.Lock()
@@ -147,7 +245,11 @@ class PipelineStatus:
         def url(port: int) -> str | None:
             return f"http://127.0.0.1:{port}/metrics" if port else None
 
-        return cls(url(settings.spark_metrics_port), url(settings.redis_source_metrics_port))
+        return cls(
+            url(settings.spark_metrics_port),
+            url(settings.redis_source_metrics_port),
+            settings.stack_dir,
+        )
 
     async def current(self) -> list[dict]:
         async with self.lock:  # viewers arriving together share one scrape
@@ -155,8 +257,19 @@ class PipelineStatus:
                 jobs, source = await asyncio.gather(
                     *(asyncio.to_thread(fetch, url) if url else _none() for url in self.urls)
                 )
-                self.lines, self.at = status_lines(jobs, source), time.monotonic()
+                drivers = await self._drivers(JOB_SCRIPTS.keys() - engine_runs(jobs))
+                self.lines, self.at = status_lines(jobs, source, drivers), time.monotonic()
             return self.lines
+
+    async def _drivers(self, jobs: set[str]) -> dict[str, Driver]:
+        """The announced drivers of `jobs` (those the engine does not run), scraped."""
+        if self.stack_dir is None or not jobs:
+            return {}
+        names = sorted(jobs)
+        found = await asyncio.gather(
+            *(asyncio.to_thread(fetch_driver, self.stack_dir, JOB_SCRIPTS[job][0]) for job in names)
+        )
+        return {job: driver for job, driver in zip(names, found, strict=True) if driver is not None}
 
 
 async def _none() -> None:

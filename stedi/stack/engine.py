@@ -21,6 +21,11 @@ With --start-when FILE, the JVM starts at once and the queries start once FILE
 exists: `make run` warms the engine up while the local stack starts, and
 creates FILE once the topics exist. (spark-submit gives the Python driver no
 stdin of the terminal's: a file is the signal that reaches it.)
+
+With --stop-requests DIR, a file DIR/<job> (`python -m stedi.stack stop-job <job>`)
+hands that job over: the engine stops its query, which frees its checkpoint for the
+job's wrapper, deletes the file once the query has stopped, and runs on with the
+others. Any other end of a job (a failure) still ends the engine.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ APP_NAME = "stedi-pipeline"
 class Job:
     name: str  # its log's name and make run's prefix
     script: str
+    wrapper: str  # what runs the script alone
     trigger: str  # the processing-time trigger in this engine
 
 
@@ -58,10 +64,10 @@ class Job:
 # console or the risk-quality check, so they batch several seconds of a trickle at once
 # (each micro-batch costs about the same CPU whether it holds 1 record or 20).
 JOBS = (
-    Job("customers", "sparkpyrediskafkastreamtoconsole.py", "5 seconds"),
-    Job("risk", "sparkpyeventskafkastreamtoconsole.py", "5 seconds"),
-    Job("join", "sparkpykafkajoin.py", "0.5 seconds"),
-    Job("score", "sparkpyriskscore.py", "5 seconds"),
+    Job("customers", "sparkpyrediskafkastreamtoconsole.py", "submit-redis.sh", "5 seconds"),
+    Job("risk", "sparkpyeventskafkastreamtoconsole.py", "submit-event.sh", "5 seconds"),
+    Job("join", "sparkpykafkajoin.py", "submit-join.sh", "0.5 seconds"),
+    Job("score", "sparkpyriskscore.py", "submit-score.sh", "5 seconds"),
 )
 # One state store instance per stateful operator, and one Python worker for the risk
 # score's state function, instead of two of each: a trickle needs no parallelism.
@@ -179,7 +185,9 @@ class Engine:
         self.sessions: list[SparkSession] = []
         self.job_sessions: dict[str, SparkSession] = {}  # for the jobs' metrics
         self.failed: list[str] = []
-        self.done = threading.Event()
+        self.handed_over: set[str] = set()  # jobs stopped at the user's request
+        self.threads: dict[str, threading.Thread] = {}
+        self.done = threading.Event()  # a job ended by itself: the engine ends
         self.stdout = ThreadRoutedStream(sys.stdout)
         self.stderr = ThreadRoutedStream(sys.stderr)
         sys.stdout, sys.stderr = self.stdout, self.stderr
@@ -199,7 +207,8 @@ class Engine:
                 print(f"[{job.name}] stopped by an error: {error!r}", flush=True)
                 self.failed.append(job.name)
             finally:
-                self.done.set()
+                if job.name not in self.handed_over:
+                    self.done.set()
 
     def start(self) -> list[threading.Thread]:
         threads = []
@@ -211,6 +220,7 @@ class Engine:
             )
             thread.start()
             threads.append(thread)
+            self.threads[job.name] = thread
             print(f"[engine] {job.name}: {job.script}, trigger {settings.trigger_interval}")
         return threads
 
@@ -222,6 +232,29 @@ class Engine:
             active = session.streams.active if session is not None else []
             queries[job.name] = active[0] if active else None
         return queries
+
+    def take_stop_requests(self, requests: Path) -> None:
+        """Hands over each job named by a file in `requests`: stops its query (and any
+        query its script restarts meanwhile, from a failure), then, once its thread has
+        ended, deletes the request, which tells `stop-job` that the checkpoint is free."""
+        for job in JOBS:
+            request = requests / job.name
+            if request.exists():
+                self.handed_over.add(job.name)
+            if job.name not in self.handed_over:
+                continue
+            thread = self.threads.get(job.name)
+            if thread is not None and thread.is_alive():
+                session = self.job_sessions.get(job.name)
+                for query in session.streams.active if session is not None else []:
+                    query.stop()
+            elif request.exists():
+                request.unlink(missing_ok=True)
+                print(
+                    f"[engine] {job.name}: stopped on request; "
+                    f"run ./{job.wrapper} to run it yourself",
+                    flush=True,
+                )
 
     def stop(self, threads: list[threading.Thread]) -> None:
         for session in self.sessions:
@@ -245,6 +278,9 @@ def build_base_session() -> SparkSession:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--start-when", type=Path, help="start the queries once this file exists")
+    parser.add_argument(
+        "--stop-requests", type=Path, help="stop a job's query when DIR/<job> appears"
+    )
     parser.add_argument(
         "--available-now", action="store_true", help="each job processes what is there, then exit"
     )
@@ -278,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[engine] jobs done, failed: {', '.join(engine.failed) or 'none'}", flush=True)
             return 1 if engine.failed or stop.is_set() else 0
         while not stop.is_set() and not engine.done.is_set():
+            if args.stop_requests is not None:
+                engine.take_stop_requests(args.stop_requests)
             stop.wait(1.0)
         if engine.done.is_set() and not stop.is_set():
             print(f"[engine] a job ended: {', '.join(engine.failed) or 'none'}", flush=True)

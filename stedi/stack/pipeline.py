@@ -20,15 +20,20 @@ from pathlib import Path
 
 from stedi.config import Settings
 from stedi.stack import engine, services
-from stedi.stack.process import TAG, children
+from stedi.stack.process import TAG, children, tagged_processes
 
 # The engine starts its queries once this file exists: after the stack is up.
 STACK_READY = services.STACK_DIR / "run" / "stack-ready"
+# `stop-job <job>` creates <job> here; the engine stops that query and deletes the file.
+STOP_REQUESTS = services.STACK_DIR / "run" / "stop-job"
+# Stopping a query waits for its running batch (a slow one on a busy machine).
+STOP_JOB_TIMEOUT_S = 120
 PROCESSES = {
     "spark": [
         str(services.ROOT / "bin" / "submit"),
         "stedi/stack/engine.py",
         f"--start-when={STACK_READY}",
+        f"--stop-requests={STOP_REQUESTS}",
     ],
     "app": [sys.executable, "-m", "stedi.app"],
 }
@@ -140,6 +145,8 @@ def run(settings: Settings) -> int:
     try:
         # The engine's JVM starts first: it warms up while the stack starts.
         STACK_READY.unlink(missing_ok=True)
+        for request in STOP_REQUESTS.glob("*"):  # an earlier run's: this run has all four
+            request.unlink()
         metrics_env = {"STEDI_SPARK_METRICS_PORT": str(settings.spark_metrics_port)}
         jobs["spark"] = start_job("spark", PROCESSES["spark"], metrics_env)
         announce("spark", jobs["spark"], PROCESSES["spark"])
@@ -191,3 +198,37 @@ def announce(name: str, proc: subprocess.Popen, argv: list[str]) -> None:
     command = " ".join(Path(a).name for a in argv)
     log = services.log_path(name)
     print(f">> {name}: {command} (pid {proc.pid}), log {log}", flush=True)
+
+
+def engine_running() -> bool:
+    """Whether a `make run` of this checkout's stack dir has its Spark engine up."""
+    tag = f"{services.STACK_DIR}:spark"
+    return any(found == tag for _, found in tagged_processes(tag))
+
+
+def stop_engine_job(name: str, timeout: float = STOP_JOB_TIMEOUT_S) -> None:
+    """`python -m stedi.stack stop-job <job>`: asks the running make run's engine to stop
+    that job's query, and returns once it has, so that the job's wrapper can run it alone
+    from the same checkpoint (the engine runs on with the other jobs)."""
+    jobs = {job.name: job for job in engine.JOBS}
+    if name not in jobs:
+        raise services.StackError(f"no job {name!r}: make run's jobs are {', '.join(jobs)}")
+    if not engine_running():
+        raise services.StackError(f"make run is not running (stack dir {services.STACK_DIR})")
+    request = STOP_REQUESTS / name
+    request.parent.mkdir(parents=True, exist_ok=True)
+    request.touch()
+    deadline = time.monotonic() + timeout
+    while request.exists():  # the engine deletes it once the query has stopped
+        ended = not engine_running()
+        if ended or time.monotonic() > deadline:
+            request.unlink(missing_ok=True)
+            why = "ended first" if ended else f"did not stop {name} within {timeout:.0f} s"
+            raise services.StackError(f"make run's engine {why}: see {services.log_path('spark')}")
+        time.sleep(0.5)
+    print(
+        f"{name} stopped in make run, which runs on with the other jobs; "
+        f"./{jobs[name].wrapper} runs it alone from the same checkpoint "
+        f"(make run runs it again at its next start)",
+        flush=True,
+    )

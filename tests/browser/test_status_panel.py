@@ -22,12 +22,14 @@ def panel_app(stack, tmp_path_factory):
     topic = f"stedi-events-panel-{uuid.uuid4().hex[:8]}"
     create_topics(stack, topic)
     jobs, source = Endpoint(jobs_text()), Endpoint(source_text())
+    work = tmp_path_factory.mktemp("panel")
     env = {
         "STEDI_EVENTS_TOPIC": topic,
         "STEDI_SPARK_METRICS_PORT": str(jobs.port),
         "STEDI_REDIS_SOURCE_METRICS_PORT": str(source.port),
+        "STEDI_STACK_DIR": str(work),  # no wrapper's driver announced: the engine's lines only
     }
-    server = AppServer(env, tmp_path_factory.mktemp("panel") / "app.log")
+    server = AppServer(env, work / "app.log")
     server.jobs = jobs
     yield server
     server.stop()

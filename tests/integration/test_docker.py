@@ -291,12 +291,19 @@ def test_wrappers_submit_inside_spark_master_when_the_compose_stack_runs(
     assert submit.endswith(f" /opt/stedi/{WRAPPERS[wrapper]} --available-now")
 
 
-def test_wrappers_submit_locally_when_the_compose_stack_is_not_running(fake_tools):
+def test_wrappers_submit_locally_when_the_compose_stack_is_not_running(fake_tools, tmp_path):
     env, record = fake_tools
-    run_wrapper({**env, "FAKE_COMPOSE_SERVICES": "kafka,redis"}, "--available-now")
+    stack_dir = tmp_path / "stack"
+    local = {**env, "FAKE_COMPOSE_SERVICES": "kafka,redis", "STEDI_STACK_DIR": str(stack_dir)}
+    run_wrapper(local, "--available-now")
     submit = record.read_text().splitlines()[-1]
     assert submit.startswith("spark-submit --master local[*] --jars ")
     assert "spark-sql-kafka-0-10_2.13" in submit
     assert submit.endswith(f"{ROOT}/sparkpykafkajoin.py --available-now")
+    # the driver runs on a UI port of its own, announced for the status panel
+    port = re.search(r" --conf spark\.ui\.port=(\d+) ", submit).group(1)
+    announced = json.loads((stack_dir / "drivers" / "sparkpykafkajoin.json").read_text())
+    assert announced["ui"] == f"http://127.0.0.1:{port}"
+    assert announced["script"] == "sparkpykafkajoin.py" and announced["pid"] > 0
     run_wrapper({**env, "FAKE_COMPOSE_SERVICES": "spark-master", "STEDI_SUBMIT": "local"})
     assert record.read_text().splitlines()[-1].startswith("spark-submit ")

@@ -5,6 +5,11 @@ The app publishes its scores on a fresh events topic; the Redis source publishes
 the tests on the stack's `redis-server`, which every job reads from where it stood
 before `make run` started (the simulator's customers are new, so that is their
 whole history).
+
+The same `make run` is checked while it runs first (`live_run`, issue 25): the join's
+offsets behind fall to 0 once the simulator stops, and the graph page's status panel, in
+Chromium, shows every part green, the join red once `stop-job` hands it over, and green
+again once `./submit-join.sh` runs it alone. Then `simulated_run` stops it (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -13,14 +18,27 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from playwright.sync_api import expect, sync_playwright
 
+from stedi.config import Settings
+from stedi.stack import drivers
+from stedi.stack.pipeline import group_alive
 from stedi.stack.services import ROOT
-from tests.app_server import AppServer, free_port, logged_in
+from tests.app_server import ADMIN_EMAIL, ADMIN_PASSWORD, AppServer, free_port, log_in, logged_in
+from tests.background import Background
+from tests.browser.test_graph import CHROMIUM, CHROMIUM_ARGS, page_errors
+from tests.browser.test_graph import log_in as log_in_page
+from tests.browser.test_status_panel import PARTS, state_of
+from tests.metrics_support import Scrape
 from tests.scripts import join_job
 from tests.stack_support import TopicReader, create_topics, read_all, submit
 
@@ -57,16 +75,35 @@ def wait_until_quiet(settings, topic: str, quiet_s: float = 3.0, timeout: float 
     raise AssertionError(f"{topic} still grows after {timeout} s")
 
 
-@pytest.fixture(scope="module")
-def simulated_run(stack, tmp_path_factory):
-    """`make run` with the simulator at 30x on fresh topics until Spark has checked
-    MIN_SCORES + 20 of the app's scores, then Ctrl-C; then the score job catches up
-    from its checkpoint on the tests the app stored before it stopped.
+@dataclass
+class LiveRun:
+    """`make run` while it runs: where its app and its engine's jobs metrics are, and the
+    environment it runs with (a user's terminal: the wrappers and `stop-job` get it too)."""
 
-    Returns the topics, the app's scores, the catch-up run's output, the folder
-    and the starting offsets of every job (the stack's `redis-server` from the
-    run's start, the events topic from its beginning).
-    """
+    process: subprocess.Popen
+    url: str  # the app
+    jobs_url: str  # the engine's jobs metrics
+    env: dict
+    jobs_env: dict
+    topics: dict
+    tmp_path: Path
+    log_path: Path
+
+    def client(self) -> httpx.Client:  # as AppServer's: tests.app_server's steps take it
+        return httpx.Client(base_url=self.url, timeout=10)
+
+    def stop(self) -> None:
+        """Ctrl-C, as in a terminal, and wait for the end; a second call does nothing."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+        self.process.wait(timeout=120)
+
+
+@pytest.fixture(scope="module")
+def live_run(stack, tmp_path_factory):
+    """`make run` with the simulator at 30x on fresh topics, running, once Spark has checked
+    MIN_SCORES + 20 of the app's scores; stopped (Ctrl-C) at the end of the module, or
+    earlier by `simulated_run`. The simulation is the admin's of tests/app_server.py."""
     unique, tmp_path = uuid.uuid4().hex[:10], tmp_path_factory.mktemp("risk-score")
     topics = {
         "STEDI_EVENTS_TOPIC": f"stedi-events-{unique}",
@@ -83,10 +120,14 @@ def simulated_run(stack, tmp_path_factory):
         "STEDI_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
         "STEDI_STARTING_OFFSETS": json.dumps(offsets),
     }
+    app_port, jobs_port = free_port(), free_port()
     env = {
         **os.environ,
         **jobs_env,
-        "STEDI_APP_PORT": str(free_port()),
+        "STEDI_APP_PORT": str(app_port),
+        "STEDI_SPARK_METRICS_PORT": str(jobs_port),
+        "STEDI_ADMIN_USER": ADMIN_EMAIL,  # the simulation's owner, who may switch it off
+        "STEDI_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "STEDI_SIMULATE": "1",
         "STEDI_SIM_SPEED": "30",
     }
@@ -101,18 +142,166 @@ def simulated_run(stack, tmp_path_factory):
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, as in a terminal
         )
+    live = LiveRun(
+        run,
+        f"http://127.0.0.1:{app_port}",
+        f"http://127.0.0.1:{jobs_port}/metrics",
+        env,
+        jobs_env,
+        topics,
+        tmp_path,
+        log_path,
+    )
     try:
-        checks = reader.read(lambda rs: len(rs) >= MIN_SCORES + 20 or run.poll(), timeout=480)
+        try:
+            checks = reader.read(lambda rs: len(rs) >= MIN_SCORES + 20 or run.poll(), timeout=480)
+        finally:
+            reader.close()
+        assert len(checks) >= MIN_SCORES + 20, log_path.read_text()[-3000:]
+        yield live
     finally:
-        os.killpg(run.pid, signal.SIGINT)  # Ctrl-C, as in a terminal
-        run.wait(timeout=120)
+        live.stop()
+
+
+def switch_simulation(live_run: LiveRun, active: bool) -> None:
+    """The admin's simulation on or off, as its owner does on the Timer page."""
+    client, token = log_in(live_run, ADMIN_EMAIL, ADMIN_PASSWORD)
+    switched = client.post(
+        "/api/simulation", json={"active": active}, headers={"X-CSRF-Token": token}
+    )
+    assert switched.status_code == 200 and switched.json()["active"] is active
+
+
+@pytest.fixture(scope="module")
+def simulated_run(stack, live_run):
+    """The live run stopped (Ctrl-C) while the simulator runs (the live checks switched it
+    off: on again, until Spark checks new scores); then the score job catches up from its
+    checkpoint on the tests the app stored before it stopped.
+
+    Returns the topics, the app's scores, the catch-up run's output, the folder
+    and the starting offsets of every job (the stack's `redis-server` from the
+    run's start, the events topic from its beginning).
+    """
+    reader = TopicReader(stack, live_run.topics["STEDI_RISK_QUALITY_TOPIC"])
+    try:
+        switch_simulation(live_run, True)
+        news = reader.read(lambda rs: len(rs) > 0 or live_run.process.poll(), timeout=240)
+    finally:
         reader.close()
-    assert len(checks) >= MIN_SCORES + 20, log_path.read_text()[-3000:]
+        live_run.stop()
+    assert news, live_run.log_path.read_text()[-3000:]
     # every test the app stored has reached `redis-server` before Spark catches up
     wait_until_quiet(stack, stack.redis_topic)
-    app_scores = values_of(stack, topics["STEDI_EVENTS_TOPIC"])
-    output = submit("submit-score.sh", jobs_env)  # the score wrapper's own run too
-    return topics, app_scores, output, tmp_path, jobs_env["STEDI_STARTING_OFFSETS"]
+    app_scores = values_of(stack, live_run.topics["STEDI_EVENTS_TOPIC"])
+    output = submit("submit-score.sh", live_run.jobs_env)  # the score wrapper's own run too
+    offsets = live_run.jobs_env["STEDI_STARTING_OFFSETS"]
+    return live_run.topics, app_scores, output, live_run.tmp_path, offsets
+
+
+def join_lag(scrape: Scrape) -> dict[str, float]:
+    """The join's offsets behind (the most of a partition), by topic."""
+    return {
+        sample.labels["topic"]: sample.value
+        for family in scrape.families
+        for sample in family.samples
+        if sample.name == "stedi_spark_offsets_behind_max" and sample.labels.get("job") == "join"
+    }
+
+
+def customers_emails(stack, live_run) -> set[str]:
+    """The simulated customers' emails, from the app's scores so far."""
+    return {score["customer"] for score in values_of(stack, live_run.topics["STEDI_EVENTS_TOPIC"])}
+
+
+def test_the_joins_offsets_behind_fall_to_0_once_the_simulator_stops(stack, live_run):
+    topics = {stack.redis_topic, live_run.topics["STEDI_EVENTS_TOPIC"]}
+    running = Scrape(live_run.jobs_url)
+    assert set(join_lag(running)) == topics, running.text  # both of the join's topics
+    switch_simulation(live_run, False)
+    wait_until_quiet(stack, live_run.topics["STEDI_EVENTS_TOPIC"])  # its last scores are out
+    quiet_since, deadline = time.monotonic(), time.monotonic() + 60
+    texts, lags = [running.text], [join_lag(running)]
+    while True:  # a progress event after the last score, with nothing left to read
+        scrape = Scrape(live_run.jobs_url)
+        texts.append(scrape.text)
+        lags.append(join_lag(scrape))
+        age = scrape.value("stedi_spark_last_progress_age_seconds", job="join")
+        if set(lags[-1]) == topics and set(lags[-1].values()) == {0.0}:
+            if age is not None and age < time.monotonic() - quiet_since:
+                break
+        assert time.monotonic() < deadline, f"the join's offsets behind stay at {lags[-1]}"
+        time.sleep(0.5)
+    print(f"the join's most offsets behind, per scrape: {[max(lag.values()) for lag in lags]}")
+    emails = customers_emails(stack, live_run)
+    assert emails and not [e for e in emails if any(e in text for text in texts)]
+
+
+@pytest.mark.browser
+def test_the_status_panel_shows_a_join_handed_over_to_its_wrapper_red_then_green(
+    stack, live_run, tmp_path
+):
+    """Every part green; `stop-job join` (as a user runs it): the join red within 10 s,
+    the others still green; `./submit-join.sh` from make run's checkpoint: green again,
+    read from its own driver; that driver killed: red again, and nothing left behind."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            errors = page_errors(page)
+            log_in_page(page, live_run.url)
+            page.goto(f"{live_run.url}/graph")
+            for part in PARTS:
+                expect(state_of(page, part)).to_have_text("green", timeout=30_000)
+
+            stop = subprocess.run(
+                [sys.executable, "-m", "stedi.stack", "stop-job", "join"],
+                cwd=ROOT,
+                env=live_run.env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+            assert stop.returncode == 0, stop.stdout + stop.stderr
+            assert "./submit-join.sh runs it alone" in stop.stdout
+            expect(state_of(page, "join")).to_have_text("red", timeout=10_000)
+            for part in ("redis source", "customers", "risk", "score"):
+                expect(state_of(page, part)).to_have_text("green")
+            said = "[engine] join: stopped on request; run ./submit-join.sh to run it yourself"
+            deadline = time.monotonic() + 10
+            while said not in live_run.log_path.read_text():  # make run's follower shows it
+                assert time.monotonic() < deadline, live_run.log_path.read_text()[-2000:]
+                time.sleep(0.3)
+
+            join = Background(
+                [str(ROOT / "submit-join.sh")],
+                {**live_run.env, "STEDI_SUBMIT": "local"},
+                tmp_path / "submit-join.log",
+            )
+            try:
+                row = page.locator('#pipeline-status tr[data-part="join"]')
+                expect(state_of(page, "join")).to_have_text("green", timeout=240_000)
+                expect(row).to_contain_text("run alone (sparkpykafkajoin.py")
+                announced = drivers.announced(Settings().stack_dir, "sparkpykafkajoin.py")
+                assert announced["pid"] == join.pid  # the wrapper's, exec'd into the JVM:
+                assert Path(f"/proc/{join.pid}/comm").read_text().strip() == "java"
+                servlet = Scrape(f"{announced['ui']}/metrics/prometheus/")
+                assert "customer_risk_join_latency_Value" in servlet.text
+                lines = logged_in(live_run)[0].get("/api/pipeline-status").json()["lines"]
+                panel = page.locator("#pipeline-status").inner_text()
+                emails = customers_emails(stack, live_run)
+                outputs = (servlet.text, json.dumps(lines), panel)
+                assert emails and not [e for e in emails if any(e in out for out in outputs)]
+                join.kill()  # kill -9 of its process group: its driver stops answering
+            finally:
+                join.stop()  # when a check above failed
+            deadline = time.monotonic() + 30
+            while group_alive(join.pid):  # the JVM's Python driver goes with it
+                assert time.monotonic() < deadline, "the standalone join left processes behind"
+                time.sleep(0.3)
+            expect(state_of(page, "join")).to_have_text("red", timeout=10_000)
+            assert errors == [], errors
+        finally:
+            browser.close()
 
 
 def as_text(value: dict) -> str:

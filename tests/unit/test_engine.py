@@ -2,12 +2,16 @@
 defaults where the environment sets none, and its own output stream."""
 
 import io
+import sys
 import threading
+import time
+import types
 
 import pytest
 
-from stedi.stack import engine
+from stedi.stack import engine, pipeline
 from stedi.stack.pipeline import Follower
+from stedi.stack.process import StackError
 
 
 @pytest.mark.parametrize("job", engine.JOBS, ids=lambda job: job.name)
@@ -84,3 +88,108 @@ def test_make_run_shows_each_log_with_its_prefix_and_at_ctrl_c_skips_cancelled_b
         "     spark | a line still being written",
         "     spark | 26/11/30 10:49:00 ERROR Something: while running",
     ]
+
+
+class FakeQuery:
+    def __init__(self):
+        self.stopped = threading.Event()
+
+    @property
+    def isActive(self):
+        return not self.stopped.is_set()
+
+    def stop(self):
+        self.stopped.set()
+
+
+class FakeSession:
+    """A job's session: its query once the job's `run` started one."""
+
+    def __init__(self):
+        self.conf = types.SimpleNamespace(set=lambda key, value: None)
+        self.streams, self.query = self, None
+
+    def newSession(self):
+        return FakeSession()
+
+    @property
+    def active(self):
+        return [self.query] if self.query is not None and self.query.isActive else []
+
+
+def run_until_stopped(session, settings, available_now):
+    """A script's `run`: its query until something stops it (it then returns, as the
+    scripts' `run` does for a query stopped without an error)."""
+    session.query = FakeQuery()
+    session.query.stopped.wait(30)
+
+
+@pytest.fixture
+def fake_engine(capsys, monkeypatch, tmp_path):  # capsys first: set up first, undone last
+    """The engine's four job threads on fake sessions and queries (no Spark)."""
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # the engine reroutes both: restore them
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    module = types.SimpleNamespace(session_conf=lambda settings: {}, run=run_until_stopped)
+    monkeypatch.setattr(engine, "load_script", lambda script: module)
+    monkeypatch.setattr(
+        engine, "job_settings", lambda module, job: types.SimpleNamespace(trigger_interval="1 s")
+    )
+    monkeypatch.setattr(engine, "route_jvm_console", lambda spark, path: False)
+    fake = engine.Engine(FakeSession(), tmp_path)
+    threads = fake.start()
+    deadline = time.monotonic() + 10
+    while not all(fake.job_queries().values()):
+        assert time.monotonic() < deadline, "the fake jobs did not start their queries"
+        time.sleep(0.01)
+    yield fake
+    fake.stop(threads)
+
+
+def test_a_requested_stop_ends_that_job_alone_and_says_how_to_run_it(fake_engine, tmp_path, capsys):
+    requests = tmp_path / "stop-job"
+    requests.mkdir()
+    (requests / "join").touch()
+    fake_engine.take_stop_requests(requests)  # stops the join's query
+    fake_engine.threads["join"].join(10)
+    assert not fake_engine.threads["join"].is_alive()
+    fake_engine.take_stop_requests(requests)  # its thread has ended: the request is done
+    assert not (requests / "join").exists()
+    assert "[engine] join: stopped on request; run ./submit-join.sh to run it yourself" in (
+        capsys.readouterr().out
+    )
+    running = {name for name, query in fake_engine.job_queries().items() if query}
+    assert running == {"customers", "risk", "score"}  # the engine's metrics: join inactive
+    assert not fake_engine.done.is_set(), "a requested stop does not end the engine"
+
+
+def test_a_job_that_ends_by_itself_still_ends_the_engine(fake_engine):
+    fake_engine.job_queries()["risk"].stop()  # as a failed script's run returns
+    assert fake_engine.done.wait(10)
+
+
+def test_stop_job_asks_the_engine_and_returns_once_the_query_stopped(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(pipeline, "STOP_REQUESTS", tmp_path / "stop-job")
+    monkeypatch.setattr(pipeline, "engine_running", lambda: True)
+
+    def engine_takes_it():  # the engine's loop, once the query has stopped
+        request = tmp_path / "stop-job" / "join"
+        deadline = time.monotonic() + 10
+        while not request.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        request.unlink()
+
+    taker = threading.Thread(target=engine_takes_it)
+    taker.start()
+    pipeline.stop_engine_job("join", timeout=20)
+    taker.join()
+    assert "./submit-join.sh runs it alone from the same checkpoint" in capsys.readouterr().out
+
+
+def test_stop_job_refuses_an_unknown_job_and_a_missing_make_run(monkeypatch, tmp_path):
+    monkeypatch.setattr(pipeline, "STOP_REQUESTS", tmp_path / "stop-job")
+    monkeypatch.setattr(pipeline, "engine_running", lambda: False)
+    with pytest.raises(StackError, match="make run's jobs are customers, risk, join, score"):
+        pipeline.stop_engine_job("joins")
+    with pytest.raises(StackError, match="make run is not running"):
+        pipeline.stop_engine_job("join")
+    assert not (tmp_path / "stop-job" / "join").exists()

@@ -88,8 +88,8 @@ def test_each_plain_default_in_the_table_is_the_codes():
 
 def test_the_jobs_table_is_what_make_run_starts():
     rows = table_rows(section(README, "The four jobs"))
-    assert [(row[0].strip("`"), row[1].strip("`")) for row in rows] == [
-        (job.name, job.script) for job in engine.JOBS
+    assert [(row[0].strip("`"), row[1].strip("`"), row[2].strip("`")) for row in rows] == [
+        (job.name, job.script, f"./{job.wrapper}") for job in engine.JOBS
     ]
     for row in rows:  # each wrapper runs its job's script alone
         wrapper = ROOT / row[2].strip("`").removeprefix("./")

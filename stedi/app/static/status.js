@@ -21,7 +21,8 @@ function render(lines) {
     state.textContent = line.state;
     state.className = `state-${line.state}`;
     for (const column of COLUMNS) row.insertCell().textContent = shown(line[column]);
-    row.insertCell().textContent = line.reasons.join("; ");
+    // A job run alone (its wrapper) also says so, and which figures it lacks.
+    row.insertCell().textContent = [...line.reasons, line.note].filter(Boolean).join("; ");
   }
 }
 
