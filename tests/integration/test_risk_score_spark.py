@@ -6,16 +6,19 @@ the tests on the stack's `redis-server`, which every job reads from where it sto
 before `make run` started (the simulator's customers are new, so that is their
 whole history).
 
-The same `make run` is checked while it runs first (`live_run`, issue 25): the join's
-offsets behind fall to 0 once the simulator stops, and the graph page's status panel, in
-Chromium, shows every part green, the join red once `stop-job` hands it over, and green
-again once `./submit-join.sh` runs it alone. Then `simulated_run` stops it (Ctrl-C).
+The same `make run` is checked while it runs first (`live_run`): it needs no test tool
+on PATH, runs one Spark engine and the app, prints each job's lines under its prefix and
+names every metrics endpoint; the join's offsets behind fall to 0 once the simulator
+stops (issue 25); the graph page's status panel, in Chromium, shows every part green, the
+join red once `stop-job` hands it over, and green again once `./submit-join.sh` runs it
+alone. Then `simulated_run` stops it (Ctrl-C), which leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,16 +33,19 @@ from kafka import KafkaConsumer, TopicPartition
 from playwright.sync_api import expect, sync_playwright
 
 from stedi.config import Settings
-from stedi.stack import drivers
+from stedi.stack import drivers, services
 from stedi.stack.pipeline import group_alive
 from stedi.stack.services import ROOT
+from tests import metrics_support
 from tests.app_server import ADMIN_EMAIL, ADMIN_PASSWORD, AppServer, free_port, log_in, logged_in
 from tests.background import Background
 from tests.browser.test_graph import CHROMIUM, CHROMIUM_ARGS, page_errors
 from tests.browser.test_graph import log_in as log_in_page
 from tests.browser.test_status_panel import PARTS, state_of
 from tests.metrics_support import Scrape
+from tests.records import customer
 from tests.scripts import join_job
+from tests.shell_support import path_without
 from tests.stack_support import TopicReader, create_topics, read_all, submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -81,13 +87,24 @@ class LiveRun:
     environment it runs with (a user's terminal: the wrappers and `stop-job` get it too)."""
 
     process: subprocess.Popen
-    url: str  # the app
-    jobs_url: str  # the engine's jobs metrics
+    app_port: int
+    jobs_port: int  # the engine's jobs metrics
     env: dict
     jobs_env: dict
     topics: dict
     tmp_path: Path
     log_path: Path
+
+    @property
+    def url(self) -> str:  # the app
+        return f"http://127.0.0.1:{self.app_port}"
+
+    @property
+    def jobs_url(self) -> str:
+        return f"http://127.0.0.1:{self.jobs_port}/metrics"
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
     def client(self) -> httpx.Client:  # as AppServer's: tests.app_server's steps take it
         return httpx.Client(base_url=self.url, timeout=10)
@@ -124,6 +141,8 @@ def live_run(stack, tmp_path_factory):
     env = {
         **os.environ,
         **jobs_env,
+        # A machine without the test tools: make run must not need them.
+        "PATH": path_without(tmp_path / "bin", "go", "chromium"),
         "STEDI_APP_PORT": str(app_port),
         "STEDI_SPARK_METRICS_PORT": str(jobs_port),
         "STEDI_ADMIN_USER": ADMIN_EMAIL,  # the simulation's owner, who may switch it off
@@ -144,8 +163,8 @@ def live_run(stack, tmp_path_factory):
         )
     live = LiveRun(
         run,
-        f"http://127.0.0.1:{app_port}",
-        f"http://127.0.0.1:{jobs_port}/metrics",
+        app_port,
+        jobs_port,
         env,
         jobs_env,
         topics,
@@ -211,6 +230,79 @@ def join_lag(scrape: Scrape) -> dict[str, float]:
 def customers_emails(stack, live_run) -> set[str]:
     """The simulated customers' emails, from the app's scores so far."""
     return {score["customer"] for score in values_of(stack, live_run.topics["STEDI_EVENTS_TOPIC"])}
+
+
+QUERIES = {
+    "customers": "redis-customers-console",
+    "risk": "risk-events-console",
+    "join": "customer-risk-join",
+    "score": "risk-score",
+}
+
+
+def announced_pids(output: str) -> dict[str, int]:
+    """What make run started, by name, from its `>> name: ... (pid N)` lines."""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r">> (\w+): .* \(pid (\d+)\)", output)}
+
+
+def engine_ui(output: str) -> str:
+    return re.search(r"\[engine\] Spark \S+ up, UI (\S+)", output).group(1)
+
+
+def test_run_starts_the_app_and_one_engine_and_each_jobs_lines_carry_its_prefix(stack, live_run):
+    """One Spark engine runs the four jobs beside the app; each job's lines, the console
+    rows too, come with the job's prefix (moved here from its own `make run`)."""
+    output = live_run.output()
+    assert set(announced_pids(output)) == {"spark", "app"}, "one Spark engine and the app"
+    started = re.findall(r"^\s*(\w+) \| \[([\w-]+)\] started", output, re.MULTILINE)
+    assert set(started) == set(QUERIES.items()), "every job's query started, under its prefix"
+    emails = customers_emails(stack, live_run)
+    rows = re.findall(r"^\s*customers \| \|(\S+@\S+)\s*\|", output, re.MULTILINE)
+    assert emails & set(rows), (
+        "the console sink's rows of new customers, in the customers job's lines"
+    )
+    assert httpx.get(f"{live_run.url}/health").status_code == 200
+    assert httpx.get(f"{engine_ui(output)}/StreamingQuery/").status_code == 200
+
+
+def test_every_part_serves_its_metrics_without_personal_data(stack, live_run, redis_client):
+    """Each endpoint make run names parses with prometheus_client's parser and holds its
+    metrics; a new customer moves the source's and the customers job's figures; no
+    customer's email or name shows in any of them."""
+    output = live_run.output()
+    assert live_run.jobs_url in output, "make run names the endpoints"
+    urls = {
+        "app": f"{live_run.url}/metrics",
+        "source": f"http://127.0.0.1:{Settings().redis_source_metrics_port}/metrics",
+        "jobs": live_run.jobs_url,
+        "spark": re.search(r"\[engine\] metrics: (\S+) \(Spark\)", output).group(1),
+    }
+    wanted = {
+        "app": metrics_support.APP,
+        "source": metrics_support.SOURCE,
+        "jobs": metrics_support.JOBS,
+        "spark": metrics_support.SPARK_JOIN,
+    }
+    texts = []
+    for part, url in urls.items():
+        scrape = Scrape(url)
+        assert wanted[part] <= scrape.names(), part
+        texts.append(scrape.text)
+    published = "stedi_redis_source_records_published_total"
+    before = Scrape(urls["source"]).value(published)
+    email = f"Metric.Move.{uuid.uuid4().hex[:10]}@test.com"
+    redis_client.zadd("Customer", {json.dumps(customer("Metric Move", email, "1951-01-01")): 0})
+    read, deadline = False, time.monotonic() + 60
+    while not read:  # the customers job's batch that holds it reports a rate above zero
+        assert time.monotonic() < deadline, "the customers job's figures did not move"
+        jobs = Scrape(urls["jobs"])
+        read = (jobs.value("stedi_spark_processed_rows_per_second", job="customers") or 0) > 0
+        texts.append(jobs.text)
+        time.sleep(0.3)
+    assert Scrape(urls["source"]).value(published) > before
+    texts += [Scrape(url).text for url in urls.values()]
+    personal = {email, "Metric Move", *customers_emails(stack, live_run)}
+    assert not [p for p in personal if any(p in text for text in texts)]
 
 
 def test_the_joins_offsets_behind_fall_to_0_once_the_simulator_stops(stack, live_run):
@@ -302,6 +394,25 @@ def test_the_status_panel_shows_a_join_handed_over_to_its_wrapper_red_then_green
             assert errors == [], errors
         finally:
             browser.close()
+
+
+def test_ctrl_c_stops_everything_make_run_started(stack, live_run, simulated_run):
+    """simulated_run's Ctrl-C (make's whole process group, as a terminal's) leaves no
+    process, port or part of this checkout behind, and the stack make run did not start
+    keeps running."""
+    output = live_run.output()
+    # make itself got the Ctrl-C too and ends by it once `run` is done.
+    assert live_run.process.returncode in (0, -signal.SIGINT), output[-3000:]
+    assert "stopped spark" in output and "stopped app" in output
+    assert "stopping the queries" in output, "the engine stopped its queries itself"
+    pids = announced_pids(output)
+    assert not [name for name, pid in pids.items() if group_alive(pid)], "processes left behind"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{live_run.url}/health")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(engine_ui(output))
+    assert services.leftovers() == [], "processes of this checkout left behind"
+    assert services.is_up(), "the stack it did not start keeps running"
 
 
 def as_text(value: dict) -> str:
