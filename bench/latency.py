@@ -88,12 +88,13 @@ def feed(
     return sent
 
 
-def latencies_ms(records: list, sent: dict[int, int]) -> list[float]:
-    """Output append time minus send time, for each fed score's first joined record."""
+def latencies_ms(records: list, sent: dict[int, int], since_ms: int = 0) -> list[float]:
+    """Output append time minus send time, for each fed score's first joined record;
+    only of the scores sent at `since_ms` or later."""
     found: dict[int, float] = {}
     for record in records:
         score_id = data.score_id_of(json.loads(record.value)["score"])
-        if score_id in sent and score_id not in found:
+        if score_id in sent and score_id not in found and sent[score_id] >= since_ms:
             found[score_id] = record.timestamp - sent[score_id]
     return sorted(found.values())
 
@@ -157,6 +158,8 @@ def run_latency(settings: Settings, topics: Topics, bench: BenchSettings) -> dic
     values = latencies_ms(records, sent)
     if not values:
         raise RuntimeError(f"none of the {len(sent)} fed scores came out; log {run.log_path}")
+    warmup_s = min(bench.latency_warmup_seconds, bench.latency_seconds // 2)
+    steady = latencies_ms(records, sent, min(sent.values()) + warmup_s * 1000) or values
     return {
         "startup_s": round(startup_s, 1),
         "latency": {
@@ -168,6 +171,10 @@ def run_latency(settings: Settings, topics: Topics, bench: BenchSettings) -> dic
             "p50_ms": percentile(values, 50),
             "p99_ms": percentile(values, 99),
             "max_ms": values[-1],
+            # the same after the feed's first warmup_s seconds
+            "warmup_s": warmup_s,
+            "steady_p50_ms": percentile(steady, 50),
+            "steady_p99_ms": percentile(steady, 99),
             "customers": customers,
         },
         "driver_peak_rss_mb": run.peak_rss_mb,

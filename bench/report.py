@@ -130,6 +130,12 @@ def table(results: dict) -> str:
             f"round trip p50 {_n(kafka['roundtrip_p50_ms'])}, p99 {_n(kafka['roundtrip_p99_ms'])}",
         ],
         [
+            f"the same after the first {lat['warmup_s']} s (JIT warm-up), p50 / p99, ms",
+            f"**{_n(lat['steady_p50_ms'])} / {_n(lat['steady_p99_ms'])}**",
+            "-",
+            "-",
+        ],
+        [
             "driver peak RSS, MiB",
             _n(results["driver_peak_rss_mb"]),
             _n(peer["driver_peak_rss_mb"]),

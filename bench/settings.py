@@ -26,6 +26,11 @@ class BenchSettings:
     # The latency phase: the join as a stream, fed at a fixed rate for this long.
     latency_seconds: int = field(default_factory=lambda: _int("BENCH_LATENCY_SECONDS", 60))
     latency_rate: int = field(default_factory=lambda: _int("BENCH_LATENCY_RATE", 1000))
+    # The feed's first seconds, left out of the steady-state latency: the JVM's JIT is
+    # still compiling the join's hot paths then (its batches take twice as long).
+    latency_warmup_seconds: int = field(
+        default_factory=lambda: _int("BENCH_LATENCY_WARMUP_SECONDS", 15)
+    )
     # Messages of Kafka's produce-to-consume round trip (one at a time).
     roundtrip_messages: int = field(default_factory=lambda: _int("BENCH_ROUNDTRIP_MESSAGES", 5000))
     # Single-member ZADDs through the Redis source.

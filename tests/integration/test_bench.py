@@ -148,6 +148,9 @@ def test_every_fed_score_is_timed_from_producer_to_join_output(bench_run):
     assert latency["joined"] == latency["scores"]
     assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
     assert latency["rate_eps"] == pytest.approx(LATENCY_RATE, rel=0.1)
+    # the steady state leaves out at most half the feed (here 2 of its 5 s)
+    assert latency["warmup_s"] == LATENCY_SECONDS // 2
+    assert 0 < latency["steady_p50_ms"] <= latency["steady_p99_ms"] <= latency["max_ms"]
 
 
 @pytest.mark.timeout(1800)
