@@ -41,7 +41,8 @@ from stedi.stack.process import descendants
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
-SETTLE_S = 15  # after the first output: the start-up backlog is done
+# After the first output: the start-up backlog is done (BENCH_PIPELINE_SETTLE_SECONDS).
+SETTLE_S = 15
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -161,7 +162,7 @@ def latencies_ms(published: list, outputs: list, since_ms: int, until_ms: int) -
     return sorted(o - s for s, o in pairs if since_ms <= s < until_ms)
 
 
-def run_pipeline(speed: float, seconds: int, log: Path) -> dict:
+def run_pipeline(speed: float, seconds: int, log: Path, settle_s: int = SETTLE_S) -> dict:
     settings = Settings()
     run_id = uuid.uuid4().hex[:8]
     output = f"bench-pipeline-out-{run_id}"
@@ -195,7 +196,7 @@ def run_pipeline(speed: float, seconds: int, log: Path) -> dict:
         first = _wait(lambda: outputs.records, run, timeout=600, what="the first output")
         first_output_s = first[0][2] - began
         print(f"   first output after {first_output_s:.1f} s", file=sys.stderr, flush=True)
-        time.sleep(SETTLE_S)
+        time.sleep(settle_s)
         usage = Usage(run.pid)
         window_start_ms = int(time.time() * 1000)
         while time.monotonic() - usage.began < seconds:

@@ -105,7 +105,10 @@ def main() -> None:
     bench.log_dir.mkdir(parents=True, exist_ok=True)
     # First, as a user runs it: `make run` starts the stack itself when it is not up.
     pipeline = run_pipeline(
-        bench.pipeline_speed, bench.pipeline_seconds, bench.log_dir / "pipeline.log"
+        bench.pipeline_speed,
+        bench.pipeline_seconds,
+        bench.log_dir / "pipeline.log",
+        bench.pipeline_settle_seconds,
     )
     started = services.up(settings)
     topics = Topics(settings)

@@ -39,6 +39,10 @@ class BenchSettings:
     # pace, a score every 2 s), measured for this long after its first output.
     pipeline_speed: float = field(default_factory=lambda: env_float("BENCH_PIPELINE_SPEED", 1.0))
     pipeline_seconds: int = field(default_factory=lambda: _int("BENCH_PIPELINE_SECONDS", 120))
+    # From the first output to the start of that window: the start-up's backlog is done.
+    pipeline_settle_seconds: int = field(
+        default_factory=lambda: _int("BENCH_PIPELINE_SETTLE_SECONDS", 15)
+    )
     # Longest wait for one Spark run before it counts as failed.
     timeout_s: int = field(default_factory=lambda: _int("BENCH_TIMEOUT", 1800))
     results: Path = field(

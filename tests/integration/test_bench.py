@@ -38,6 +38,7 @@ def bench_run(stack, tmp_path_factory):
         # make run at 30x: a first score within seconds; a short steady state.
         "BENCH_PIPELINE_SPEED": "30",
         "BENCH_PIPELINE_SECONDS": "5",
+        "BENCH_PIPELINE_SETTLE_SECONDS": "2",
         # The peer's 800 state store instances (Spark's default 200 partitions) are what
         # took longest here, for 300 records: shapes are checked, not speed.
         "BENCH_PEER_SHUFFLE_PARTITIONS": "2",
