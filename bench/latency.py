@@ -88,15 +88,15 @@ def feed(
     return sent
 
 
-def latencies_ms(records: list, sent: dict[int, int], since_ms: int = 0) -> list[float]:
-    """Output append time minus send time, for each fed score's first joined record;
-    only of the scores sent at `since_ms` or later."""
+def latencies_ms(records: list, sent: dict[int, int]) -> dict[int, float]:
+    """Score id -> output append time minus send time, of each fed score's first joined
+    record."""
     found: dict[int, float] = {}
     for record in records:
         score_id = data.score_id_of(json.loads(record.value)["score"])
-        if score_id in sent and score_id not in found and sent[score_id] >= since_ms:
+        if score_id in sent and score_id not in found:
             found[score_id] = record.timestamp - sent[score_id]
-    return sorted(found.values())
+    return found
 
 
 def run_latency(settings: Settings, topics: Topics, bench: BenchSettings) -> dict:
@@ -155,11 +155,13 @@ def run_latency(settings: Settings, topics: Topics, bench: BenchSettings) -> dic
             wait_for_records(output, len(waiting) + len(sent), run, drain)
             run.stop()
     records = read_every_record(settings, env["KAFKA_RISK_TOPIC"])
-    values = latencies_ms(records, sent)
-    if not values:
+    found = latencies_ms(records, sent)
+    if not found:
         raise RuntimeError(f"none of the {len(sent)} fed scores came out; log {run.log_path}")
+    values = sorted(found.values())
     warmup_s = min(bench.latency_warmup_seconds, bench.latency_seconds // 2)
-    steady = latencies_ms(records, sent, min(sent.values()) + warmup_s * 1000) or values
+    steady_from_ms = min(sent.values()) + warmup_s * 1000
+    steady = sorted(ms for i, ms in found.items() if sent[i] >= steady_from_ms) or values
     return {
         "startup_s": round(startup_s, 1),
         "latency": {

@@ -34,15 +34,13 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from bench.latency import percentile
-from bench.settings import ROOT
+from bench.settings import ROOT, BenchSettings
 from stedi.config import Settings
 from stedi.stack import services
 from stedi.stack.process import descendants
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
-# After the first output: the start-up backlog is done (BENCH_PIPELINE_SETTLE_SECONDS).
-SETTLE_S = 15
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -162,7 +160,9 @@ def latencies_ms(published: list, outputs: list, since_ms: int, until_ms: int) -
     return sorted(o - s for s, o in pairs if since_ms <= s < until_ms)
 
 
-def run_pipeline(speed: float, seconds: int, log: Path, settle_s: int = SETTLE_S) -> dict:
+def run_pipeline(speed: float, seconds: int, log: Path, settle_s: int) -> dict:
+    """make run with the simulator; its window starts `settle_s` after the first output,
+    once the start-up's backlog is done."""
     settings = Settings()
     run_id = uuid.uuid4().hex[:8]
     output = f"bench-pipeline-out-{run_id}"
@@ -259,7 +259,8 @@ def main() -> None:
     args = parser.parse_args()
     log = ROOT / "build" / "bench" / "logs" / "pipeline.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(json.dumps(run_pipeline(args.speed, args.seconds, log), indent=2))
+    settle_s = BenchSettings().pipeline_settle_seconds
+    print(json.dumps(run_pipeline(args.speed, args.seconds, log, settle_s), indent=2))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sys
 import time
 import uuid
@@ -17,16 +16,10 @@ from pathlib import Path
 
 import httpx
 
+from stedi.stack.drivers import free_port
 from tests.background import Background
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "caregiver@test.com", "correct horse battery"
-
-
-def free_port() -> int:
-    """A port nothing listens on now (the OS picks it), for one test's server."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class AppServer:
