@@ -16,6 +16,16 @@ ROOT = Path(__file__).resolve().parents[2]
 KAFKA_JARS = ROOT / "build" / "jars" / "kafka"
 
 
+def new_cluster_id() -> str:
+    """A random cluster id in Kafka's form (a UUID in URL-safe base64), never starting with
+    "-": the storage tool's argument parser would take such an id for an option (one id in
+    64 did, as Kafka's own Uuid.randomUuid also avoids)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def kafka_port(settings: Settings) -> int:
     return int(settings.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
 
@@ -101,7 +111,7 @@ def start_kafka(service: Service, settings: Settings) -> None:
     props = kafka_dir / "server.properties"
     props.write_text(kafka_properties(settings, kafka_dir / "data"))
     if not (kafka_dir / "data" / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = new_cluster_id()
         print(f"   formatting Kafka storage (cluster {cluster_id})")
         result = subprocess.run(
             java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),

@@ -4,10 +4,12 @@ import os
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
+from stedi.stack import kafka_server
 from stedi.stack.process import TAG, Service, StackError, port_holder, start_time
 
 # A service whose exec comes late: for 1.5 s its command line is the launcher's
@@ -80,3 +82,11 @@ def test_the_holder_of_a_taken_port_is_named():
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         assert port_holder(sock.getsockname()[1]).startswith(f"pid {os.getpid()}:")
+
+
+def test_a_kafka_cluster_id_never_starts_with_a_dash(monkeypatch):
+    """Kafka's storage tool would take such an id for an option and not format."""
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x10" + bytes(15))])
+    monkeypatch.setattr(kafka_server.uuid, "uuid4", lambda: next(drawn))
+    cluster_id = kafka_server.new_cluster_id()
+    assert cluster_id == "EAAAAAAAAAAAAAAAAAAAAA"  # the second draw: the first began "-"
