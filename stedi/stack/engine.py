@@ -272,6 +272,8 @@ def build_base_session() -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    # The join's: its sessions, and the others', are sessions of this one's context.
+    load_script("sparkpykafkajoin.py").drop_unused_hadoop_defaults(spark)
     return spark
 
 

@@ -336,3 +336,42 @@ def test_a_bad_risk_wait_stops_the_job_with_a_clear_message(monkeypatch):
     monkeypatch.setenv("STEDI_RISK_WAIT", "soon")
     with pytest.raises(SystemExit, match="STEDI_RISK_WAIT is not an interval"):
         join_job.main([])
+
+
+def test_only_hadoops_yarn_and_mapreduce_defaults_are_unused_in_a_local_driver():
+    dump = json.dumps(
+        {
+            "properties": [
+                {"key": "yarn.resourcemanager.address", "resource": "yarn-default.xml"},
+                {"key": "mapreduce.job.maps", "resource": "mapred-default.xml"},
+                {"key": "yarn.nodemanager.address", "resource": "yarn-site.xml"},
+                {"key": "mapreduce.job.reduces", "resource": "programmatically"},
+                {"key": "fs.defaultFS", "resource": "core-default.xml"},
+                {"key": "io.file.buffer.size", "resource": "spark.buffer.size"},
+            ]
+        }
+    )
+    assert join_job.unused_hadoop_defaults(dump) == [
+        "yarn.resourcemanager.address",
+        "mapreduce.job.maps",
+    ]
+
+
+def test_the_local_session_broadcasts_hadoops_configuration_without_unused_defaults(spark):
+    """build_session dropped them from the test session (local), and a value set by hand
+    survives a second pass; the core defaults stay."""
+    contexts = spark.sparkContext._jsc.hadoopConfiguration()
+    shared = spark._jsparkSession.sharedState().hadoopConf()
+    contexts.set("mapreduce.job.maps", "7")
+    try:
+        assert join_job.drop_unused_hadoop_defaults(spark) == 0
+        for conf in (contexts, shared):
+            assert conf.get("yarn.resourcemanager.address") is None
+            assert conf.get("mapreduce.task.timeout") is None
+            assert conf.get("fs.defaultFS") == "file:///"
+            assert conf.size() < 500
+        assert contexts.get("mapreduce.job.maps") == "7"
+        # What the join's operator broadcasts (SessionState.newHadoopConf) is as small.
+        assert spark._jsparkSession.sessionState().newHadoopConf().size() < 500
+    finally:
+        contexts.unset("mapreduce.job.maps")
