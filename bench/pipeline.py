@@ -44,12 +44,20 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of one process, None if it is gone."""
+    """User + system CPU time of one process and of its children that have ended, None
+    if it is gone.
+
+    The ended children count: Hadoop forks a `chmod` for every checkpoint file Spark
+    writes (10 a second at a trickle), each gone before a sample could see it. (A child
+    that ends after a sample saw it counts twice; the long-lived ones never end in the
+    window, and Spark reuses its Python workers.)
+    """
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14, 15)
+    # utime, stime, cutime, cstime (fields 14 to 17 of proc(5))
+    return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
 
 
 def rss_kb(pid: int) -> int:
