@@ -48,7 +48,7 @@ def cpu_seconds(pid: int) -> float | None:
     if it is gone.
 
     The ended children count: Hadoop forks a `chmod` for every checkpoint file Spark
-    writes (10 a second at a trickle), each gone before a sample could see it. (A child
+    writes (about 8 a second at a trickle), each gone before a sample saw it. (A child
     that ends after a sample saw it counts twice; the long-lived ones never end in the
     window, and Spark reuses its Python workers.)
     """
