@@ -32,6 +32,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from playwright.sync_api import expect, sync_playwright
 
+from stedi.app.pipeline_status import JOB_SCRIPTS
 from stedi.config import Settings
 from stedi.stack import drivers, services
 from stedi.stack.pipeline import group_alive
@@ -232,12 +233,8 @@ def customers_emails(stack, live_run) -> set[str]:
     return {score["customer"] for score in values_of(stack, live_run.topics["STEDI_EVENTS_TOPIC"])}
 
 
-QUERIES = {
-    "customers": "redis-customers-console",
-    "risk": "risk-events-console",
-    "join": "customer-risk-join",
-    "score": "risk-score",
-}
+# Each job's query, as the status panel knows it (its unit test checks the scripts' names).
+QUERIES = {job: query for job, (_, query) in JOB_SCRIPTS.items()}
 
 
 def announced_pids(output: str) -> dict[str, int]:
