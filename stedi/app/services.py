@@ -8,11 +8,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from stedi.app.kafka_io import RiskFeed, RiskPublisher
 from stedi.app.quality import RiskQuality
 from stedi.app.store import Store
 from stedi.config import Settings
+
+# redis-py's default retries a refused connection 10 times, up to a second apart: a page
+# would hang for seconds while Redis is away. Three quick retries ride out a blip; past
+# them the page answers 503 at once (and /health already says Redis is down).
+REDIS_RETRY = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.2), retries=3)
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,8 @@ def connect(settings: Settings) -> Services:
         port=settings.redis_port,
         password=settings.redis_password,
         socket_timeout=5,
+        socket_connect_timeout=2,
+        retry=REDIS_RETRY,
     )
     servers = settings.kafka_bootstrap_servers
     return Services(

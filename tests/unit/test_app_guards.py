@@ -147,3 +147,23 @@ def test_pages_carry_the_security_headers_and_the_cookie_is_secure_when_set(secu
         assert {k: response.headers.get(k) for k in SECURITY_HEADERS} == SECURITY_HEADERS
     cookie = responses[0].headers["set-cookie"]
     assert cookie.startswith("stedi_session=") and ("; secure" in cookie.lower()) is secure
+
+
+def test_with_redis_away_the_real_client_gives_up_at_once():
+    """redis-py's default retries a refused connection for seconds; a page would hang."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from stedi.app.services import connect
+    from stedi.stack.drivers import free_port
+
+    settings = dataclasses.replace(Settings(), redis_port=free_port())  # nothing listens
+
+    async def attempt():
+        services = connect(settings)
+        try:
+            await asyncio.wait_for(services.redis.ping(), timeout=2)
+        finally:
+            await services.redis.aclose()
+
+    with pytest.raises(RedisConnectionError):  # not asyncio's TimeoutError
+        asyncio.run(attempt())
