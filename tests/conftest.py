@@ -33,8 +33,9 @@ def pytest_collection_modifyitems(items):
 
 
 def spark_submit_args(with_kafka: bool) -> str:
-    """The in-process session's JVM options: UI off, the class archive, and Spark's Kafka connector
-    (build/jars/spark) only when a selected test runs a query on Kafka."""
+    """The in-process session's JVM options: UI off, the class archive, the local file system,
+    and Spark's Kafka connector (build/jars/spark) only when a selected test runs a query on
+    Kafka."""
     args = ["--conf spark.ui.enabled=false", "--conf spark.ui.showConsoleProgress=false"]
     # Spark's classes from the class archive when `make install` has made it (not in `make unit`)
     archive_options = subprocess.run(
@@ -42,6 +43,13 @@ def spark_submit_args(with_kafka: bool) -> str:
     ).stdout.strip()
     if archive_options:
         args.append(f"--driver-java-options {shlex.quote(archive_options)}")
+    # make run's local file system (no forked chmod per file), when `make install` built it:
+    # the archive was made with it on the class path.
+    local_fs_options = subprocess.run(
+        [ROOT / "bin" / "local-fs", "options"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    if local_fs_options:
+        args.append(local_fs_options)
     if with_kafka:
         jars = sorted(SPARK_JARS.glob("*.jar"))
         assert jars, f"no jars in {SPARK_JARS}: `make install` puts Spark's Kafka connector there"
