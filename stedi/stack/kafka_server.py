@@ -52,6 +52,10 @@ def kafka_properties(settings: Settings, data: Path) -> str:
             "share.coordinator.state.topic.replication.factor=1",
             "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
+            # The log cleaner (compacted topics: only Kafka's own __consumer_offsets here)
+            # holds its key map on the heap: 128 MiB by default, half the broker's heap
+            # and 120 MiB of its resident memory. 8 MiB maps some 300,000 keys a pass.
+            "log.cleaner.dedupe.buffer.size=8388608",
             "",
         ]
     )
