@@ -43,8 +43,8 @@ def spark_submit_args(with_kafka: bool) -> str:
     ).stdout.strip()
     if archive_options:
         args.append(f"--driver-java-options {shlex.quote(archive_options)}")
-    # make run's local file system (no forked chmod per file), when `make install` built it:
-    # the archive was made with it on the class path.
+    # make run's local file system (no forked chmod per file), once `make install` or
+    # `make unit` built it; the class archive was made with it on the class path.
     local_fs_options = subprocess.run(
         [ROOT / "bin" / "local-fs", "options"], capture_output=True, text=True, check=True
     ).stdout.strip()

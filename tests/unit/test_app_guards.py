@@ -8,15 +8,18 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from stedi.app import store as store_module
 from stedi.app.devices import DeviceCookies
 from stedi.app.hashing import BoundedPool
 from stedi.app.limits import LOGIN_FAILURES_PER_ACCOUNT, SECURITY_HEADERS, LoginLimits
+from stedi.app.services import connect
 from stedi.app.simulator import Simulations
 from stedi.app.store import Store
 from stedi.app.web import create_app
 from stedi.config import Settings
+from stedi.stack.drivers import free_port
 
 
 def test_attempts_are_counted_before_the_check_and_refunded_on_success():
@@ -151,11 +154,6 @@ def test_pages_carry_the_security_headers_and_the_cookie_is_secure_when_set(secu
 
 def test_with_redis_away_the_real_client_gives_up_at_once():
     """redis-py's default retries a refused connection for seconds; a page would hang."""
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
-    from stedi.app.services import connect
-    from stedi.stack.drivers import free_port
-
     settings = dataclasses.replace(Settings(), redis_port=free_port())  # nothing listens
 
     async def attempt():

@@ -43,7 +43,9 @@ def test_the_session_writes_local_files_with_it(spark):
         jvm.java.net.URI("file:///"), spark._jsc.hadoopConfiguration()
     )
     assert fs.getClass().getName() == FORKLESS
-    assert jvm.org.apache.hadoop.fs.FileSystem.getLocal(spark._jsc.hadoopConfiguration())
+    # Hadoop's own callers cast the local one to LocalFileSystem: it is one.
+    local = jvm.org.apache.hadoop.fs.FileSystem.getLocal(spark._jsc.hadoopConfiguration())
+    assert local.getClass().getName() == FORKLESS
 
 
 def test_it_leaves_the_permissions_and_checksums_hadoop_leaves(spark, tmp_path):
