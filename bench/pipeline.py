@@ -47,10 +47,11 @@ def cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of one process and of its children that have ended, None
     if it is gone.
 
-    The ended children count: Hadoop forks a `chmod` for every checkpoint file Spark
-    writes (about 8 a second at a trickle), each gone before a sample saw it. (A child
-    that ends after a sample saw it counts twice; the long-lived ones never end in the
-    window, and Spark reuses its Python workers.)
+    The ended children count: a process that lives less than a sample apart (Hadoop's
+    `chmod` per checkpoint file before bin/local-fs, an `rm -rf` of a RocksDB folder
+    now) is gone before a sample sees it. (A child that ends after a sample saw it
+    counts twice; the long-lived ones never end in the window, and Spark reuses its
+    Python workers.)
     """
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -32,22 +32,27 @@ def pytest_collection_modifyitems(items):
             item.add_marker(tier)
 
 
+def bin_options(script: str) -> str:
+    """What `bin/<script> options` prints: JVM or spark-submit options, empty while the
+    thing they use is not built."""
+    result = subprocess.run(
+        [ROOT / "bin" / script, "options"], capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
 def spark_submit_args(with_kafka: bool) -> str:
     """The in-process session's JVM options: UI off, the class archive, the local file system,
     and Spark's Kafka connector (build/jars/spark) only when a selected test runs a query on
     Kafka."""
     args = ["--conf spark.ui.enabled=false", "--conf spark.ui.showConsoleProgress=false"]
     # Spark's classes from the class archive when `make install` has made it (not in `make unit`)
-    archive_options = subprocess.run(
-        [ROOT / "bin" / "class-archive", "options"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    archive_options = bin_options("class-archive")
     if archive_options:
         args.append(f"--driver-java-options {shlex.quote(archive_options)}")
     # make run's local file system (no forked chmod per file), once `make install` or
     # `make unit` built it; the class archive was made with it on the class path.
-    local_fs_options = subprocess.run(
-        [ROOT / "bin" / "local-fs", "options"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    local_fs_options = bin_options("local-fs")
     if local_fs_options:
         args.append(local_fs_options)
     if with_kafka:
