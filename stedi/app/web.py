@@ -69,7 +69,15 @@ async def timer_page(request: Request):
     store: Store = request.app.state.store
     customers = await store.customers(request.state.user)
     latest = await store.latest_tests([c["email"] for c in customers])
-    return page(request, "timer.html", customers=history.last_tests(customers, latest))
+    # The switch comes with its state: a click before timer.js's first refresh must not be
+    # undone by it.
+    simulation = request.app.state.simulations.of(request.state.user)
+    return page(
+        request,
+        "timer.html",
+        customers=history.last_tests(customers, latest),
+        simulation=simulation,
+    )
 
 
 @login_required

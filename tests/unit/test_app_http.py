@@ -5,6 +5,7 @@ stream or a real outage stays in tests/integration/test_app_*.py."""
 
 import asyncio
 import json
+import re
 import threading
 import time
 import uuid
@@ -327,6 +328,25 @@ def test_customer_names_are_rendered_as_text(app, unique):
     html = client.get("/timer").text
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
     assert name not in html
+
+
+def test_the_timer_page_comes_with_the_simulation_switch_in_its_state(app):
+    """A click before timer.js's first refresh sees the real state: unchecking a switch
+    drawn unchecked did nothing, and the refresh then turned it back on (a CI failure)."""
+    client, token, _ = new_user(app)
+    switch = re.compile(r'<input type="checkbox" id="simulation-toggle"( checked)?>')
+    state = re.compile(r'<span id="simulation-state">([^<]*)</span>')
+    html = client.get("/timer").text
+    assert switch.search(html).group(1) is None and state.search(html).group(1) == "off"
+    headers = {"X-CSRF-Token": token}
+    assert client.post("/api/simulation", json={"active": True}, headers=headers).json()["active"]
+    try:
+        html = client.get("/timer").text
+        assert switch.search(html).group(1) == " checked"
+        assert re.fullmatch(r"on, \d+ tests", state.search(html).group(1))
+    finally:
+        client.post("/api/simulation", json={"active": False}, headers=headers)
+    assert state.search(client.get("/timer").text).group(1) == "off"
 
 
 def test_another_user_gets_404_for_my_customers_and_their_tests_in_api_and_pages(app, redis_client):
