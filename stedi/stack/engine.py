@@ -62,12 +62,15 @@ class Job:
 
 # The join's trigger bounds a point's delay on the graph; the others only feed a
 # console or the risk-quality check, so they batch several seconds of a trickle at once
-# (each micro-batch costs about the same CPU whether it holds 1 record or 20).
+# (each micro-batch costs about the same CPU whether it holds 1 record or 20): 10 s, not
+# 5 s, took 0.04 cores off make run at the simulator's speed. Longer would save more, but
+# a job reports progress once per trigger, and the status panel calls a job late after
+# 15 s without one (tests/unit/test_engine.py).
 JOBS = (
-    Job("customers", "sparkpyrediskafkastreamtoconsole.py", "submit-redis.sh", "5 seconds"),
-    Job("risk", "sparkpyeventskafkastreamtoconsole.py", "submit-event.sh", "5 seconds"),
+    Job("customers", "sparkpyrediskafkastreamtoconsole.py", "submit-redis.sh", "10 seconds"),
+    Job("risk", "sparkpyeventskafkastreamtoconsole.py", "submit-event.sh", "10 seconds"),
     Job("join", "sparkpykafkajoin.py", "submit-join.sh", "0.5 seconds"),
-    Job("score", "sparkpyriskscore.py", "submit-score.sh", "5 seconds"),
+    Job("score", "sparkpyriskscore.py", "submit-score.sh", "10 seconds"),
 )
 # One state store instance per stateful operator, and one Python worker for the risk
 # score's state function, instead of two of each: a trickle needs no parallelism.

@@ -9,6 +9,7 @@ import types
 
 import pytest
 
+from stedi.app import pipeline_status
 from stedi.stack import engine, pipeline
 from stedi.stack.pipeline import Follower
 from stedi.stack.process import StackError
@@ -35,7 +36,17 @@ def test_the_engine_gives_each_job_its_trigger_and_one_partition(monkeypatch):
         engine.load_script("sparkpyrediskafkastreamtoconsole.py"), by_name["customers"]
     )
     assert (join.trigger_interval, join.shuffle_partitions) == ("0.5 seconds", "1")
-    assert customers.trigger_interval == "5 seconds"
+    assert customers.trigger_interval == "10 seconds"
+
+
+def test_every_trigger_reports_before_the_status_panel_calls_its_job_late():
+    """A job with data reports progress once per trigger; the graph page's panel turns a job
+    amber AMBER_AGE_S after its last report. Each trigger, with a batch of up to
+    AMBER_BATCH_S, stays under that: a healthy job never shows amber."""
+    for job in engine.JOBS:
+        number, unit = job.trigger.split()
+        assert unit == "seconds"
+        assert float(number) + pipeline_status.AMBER_BATCH_S <= pipeline_status.AMBER_AGE_S, job
 
 
 def test_settings_from_the_environment_win_over_the_engines(monkeypatch):
