@@ -80,9 +80,14 @@ SHUFFLE_PARTITIONS = "1"
 # than compiling code for them. The join's arrival time (the batch's time) is a literal
 # that whole-stage code inlines, so its code was new, compiled and JIT-compiled anew in
 # every batch (twice the CPU of a batch without it in a measured query).
+# An idle query reports progress at the first trigger at least this long after its last
+# report. With Spark's 10 s and a 10 s trigger, a trigger a few ms earlier than the last
+# skipped a report, and the status panel saw 20 s without progress (amber).
+IDLE_PROGRESS_S = 5
 TRICKLE_CONF = {
     "spark.sql.codegen.wholeStage": "false",
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+    "spark.sql.streaming.noDataProgressEventInterval": f"{IDLE_PROGRESS_S}s",
 }
 # The engine's JVM, set before spark-submit starts it (`make run` passes these): a heap
 # for a trickle that starts small, the serial collector, whose footprint is the
