@@ -11,7 +11,7 @@ batch age or dead letters there: those show as missing). `status_lines` is pure:
 in, lines out. The thresholds (docs/operations.md, "The status panel"):
 
 - a job is red when it is not running, its metrics do not answer, or Spark reported no
-  progress for RED_AGE_S (an idle query still reports one every 10 s); amber when that
+  progress for RED_AGE_S (an idle query still reports at least every 10 s); amber when that
   age passes AMBER_AGE_S, a topic has more than AMBER_OFFSETS_BEHIND records unread, a
   batch took more than AMBER_BATCH_S, or the last batch wrote dead letters;
 - a job run alone is red when its driver does not answer or has no query of the job's

@@ -63,9 +63,9 @@ class Job:
 # The join's trigger bounds a point's delay on the graph; the others only feed a
 # console or the risk-quality check, so they batch several seconds of a trickle at once
 # (each micro-batch costs about the same CPU whether it holds 1 record or 20): 10 s, not
-# 5 s, took about 0.05 cores off make run at the simulator's speed. Longer would save
-# more, but a job reports progress once per trigger, and the status panel calls a job
-# late after 15 s without one (tests/unit/test_engine.py).
+# 5 s, took about 0.05 cores off make run at the simulator's speed. 20 s saved no more
+# within the spread of runs, and a job reports progress once per trigger: the status
+# panel calls a job late after 15 s without one (tests/unit/test_engine.py).
 JOBS = (
     Job("customers", "sparkpyrediskafkastreamtoconsole.py", "submit-redis.sh", "10 seconds"),
     Job("risk", "sparkpyeventskafkastreamtoconsole.py", "submit-event.sh", "10 seconds"),

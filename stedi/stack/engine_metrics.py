@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 GAUGES = {
     "stedi_spark_job_active": "1 while the job's query runs, 0 once it stopped or failed",
     "stedi_spark_last_progress_age_seconds": (
-        "Seconds since the query's last progress event (Spark reports an idle query every 10 s too)"
+        "Seconds since the query's last progress event (an idle query reports at least every 10 s)"
     ),
     "stedi_spark_input_rows_per_second": "Rows read per second in the last micro-batch",
     "stedi_spark_processed_rows_per_second": "Rows processed per second in the last micro-batch",

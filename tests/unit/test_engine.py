@@ -44,7 +44,9 @@ def test_every_trigger_reports_before_the_status_panel_calls_its_job_late():
     """A job with data reports progress once per trigger; an idle one at the first trigger
     at least IDLE_PROGRESS_S after its last report, so a trigger a little early waits one
     more. The graph page's panel turns a job amber AMBER_AGE_S after its last report.
-    The longest gap, with a batch of up to AMBER_BATCH_S, stays under that."""
+    The longest gap, with a batch of up to AMBER_BATCH_S, stays under that. (Spark counts
+    the idle interval from a batch's end: after a batch over AMBER_BATCH_S the next idle
+    report may wait one trigger more, but that batch already shows amber.)"""
     for job in engine.JOBS:
         number, unit = job.trigger.split()
         assert unit == "seconds"
