@@ -76,14 +76,15 @@ JOBS = (
 # score's state function, instead of two of each: a trickle needs no parallelism.
 # (A query restarted from a checkpoint keeps the number it was started with.)
 SHUFFLE_PARTITIONS = "1"
-# A trickle's micro-batches hold a few rows: interpreting their expressions costs less
-# than compiling code for them. The join's arrival time (the batch's time) is a literal
-# that whole-stage code inlines, so its code was new, compiled and JIT-compiled anew in
-# every batch (twice the CPU of a batch without it in a measured query).
 # An idle query reports progress at the first trigger at least this long after its last
 # report. With Spark's 10 s and a 10 s trigger, a trigger a few ms earlier than the last
 # skipped a report, and the status panel saw 20 s without progress (amber).
 IDLE_PROGRESS_S = 5
+# A trickle's micro-batches hold a few rows: interpreting their expressions costs less
+# than compiling code for them. The join's arrival time (the batch's time) is a literal
+# that whole-stage code inlines, so its code was new, compiled and JIT-compiled anew in
+# every batch (twice the CPU of a batch without it in a measured query). And idle queries
+# report every IDLE_PROGRESS_S.
 TRICKLE_CONF = {
     "spark.sql.codegen.wholeStage": "false",
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
