@@ -17,7 +17,7 @@ SYSTEM_TEST := build/.system-deps-test
 NODE_STAMP := node_modules/.stamp
 COMPOSECHECK := build/bin/composecheck
 CLASS_ARCHIVE := $(shell bin/class-archive path)
-LOCAL_FS := $(shell bin/local-fs path)
+DRIVER_JAR := $(shell bin/driver-jar path)
 
 .PHONY: help install install-test run up down status clean test unit lint bench
 
@@ -25,7 +25,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 # What running needs (make run, make up, the submit wrappers): no test tool.
-install: $(SYSTEM_RUN) $(VENV_RUN) $(SPARK_JARS) $(KAFKA_JARS) $(NODE_STAMP) $(LOCAL_FS) $(CLASS_ARCHIVE) ## install what running needs (idempotent)
+install: $(SYSTEM_RUN) $(VENV_RUN) $(SPARK_JARS) $(KAFKA_JARS) $(NODE_STAMP) $(DRIVER_JAR) $(CLASS_ARCHIVE) ## install what running needs (idempotent)
 
 # What the tests need on top: Chromium, the Compose validator (Go), hadolint, pytest.
 install-test: install $(SYSTEM_TEST) $(VENV_TEST) $(COMPOSECHECK) ## install the test tools too (idempotent)
@@ -70,14 +70,14 @@ $(KAFKA_JARS): jvm/pom.xml
 	@$(MVN) -P kafka dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(abspath $(JARS)/kafka)
 	@touch $@
 
-# Checkpoint files written without a forked `chmod` each (bin/local-fs).
-$(LOCAL_FS): $(VENV_RUN) $(wildcard jvm/local-fs/io/stedi/hadoop/*.java) bin/local-fs
-	@echo ">> Hadoop's local file system without forks (javac) into $(@D)"
-	@bin/local-fs build
+# The drivers' jar: progress lines, checkpoint files without forks (bin/driver-jar).
+$(DRIVER_JAR): $(VENV_RUN) $(wildcard jvm/driver/*.xml jvm/driver/io/stedi/*/*.java) bin/driver-jar
+	@echo ">> the drivers' jar (javac) into $(@D)"
+	@bin/driver-jar build
 
 # Spark's classes, parsed and verified once, for every later JVM start (bin/class-archive):
 # the JVM writes them as a short run of the jobs' own transformations exits.
-$(CLASS_ARCHIVE): $(VENV_RUN) $(SPARK_JARS) $(LOCAL_FS) stedi/stack/class_archive.py
+$(CLASS_ARCHIVE): $(VENV_RUN) $(SPARK_JARS) $(DRIVER_JAR) stedi/stack/class_archive.py
 	@echo ">> Spark's class data archive (quicker JVM starts) into $(@D)"
 	@mkdir -p $(@D) && rm -f $@ $@.tmp
 	@SPARK_SUBMIT_OPTS="$$(bin/class-archive dump)" bin/submit stedi/stack/class_archive.py \
@@ -89,9 +89,9 @@ $(CLASS_ARCHIVE): $(VENV_RUN) $(SPARK_JARS) $(LOCAL_FS) stedi/stack/class_archiv
 test: install-test ## run every test (unit, integration on a real Kafka and Redis, browser)
 	@$(PY) -m pytest -m "not unit"
 
-# The quick loop: Java (in-process Spark, bin/local-fs) and the Python environment with pytest; no
+# The quick loop: Java (in-process Spark, bin/driver-jar) and the Python environment with pytest; no
 # services, no spark-submit, no Go, Chromium or Maven jars (tests/unit/test_install.py).
-unit: $(SYSTEM_RUN) $(VENV_TEST) $(LOCAL_FS) ## run the unit tests only (in-process Spark, no services)
+unit: $(SYSTEM_RUN) $(VENV_TEST) $(DRIVER_JAR) ## run the unit tests only (in-process Spark, no services)
 	@$(PY) -m pytest -m unit
 
 lint: install-test ## ruff

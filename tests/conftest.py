@@ -42,19 +42,22 @@ def bin_options(script: str) -> str:
 
 
 def spark_submit_args(with_kafka: bool) -> str:
-    """The in-process session's JVM options: UI off, the class archive, the local file system,
-    and Spark's Kafka connector (build/jars/spark) only when a selected test runs a query on
-    Kafka."""
-    args = ["--conf spark.ui.enabled=false", "--conf spark.ui.showConsoleProgress=false"]
+    """The in-process session's JVM options: the drivers' Spark settings, UI off, the class
+    archive, the driver jar, and Spark's Kafka connector (build/jars/spark) only when a
+    selected test runs a query on Kafka."""
+    args = [
+        f"--properties-file {ROOT / 'conf' / 'spark-defaults.conf'}",
+        "--conf spark.ui.enabled=false",
+    ]
     # Spark's classes from the class archive when `make install` has made it (not in `make unit`)
     archive_options = bin_options("class-archive")
     if archive_options:
         args.append(f"--driver-java-options {shlex.quote(archive_options)}")
-    # make run's local file system (no forked chmod per file), once `make install` or
+    # The drivers' jar (progress lines, no forked chmod per file), once `make install` or
     # `make unit` built it; the class archive was made with it on the class path.
-    local_fs_options = bin_options("local-fs")
-    if local_fs_options:
-        args.append(local_fs_options)
+    driver_jar_options = bin_options("driver-jar")
+    if driver_jar_options:
+        args.append(driver_jar_options)
     if with_kafka:
         jars = sorted(SPARK_JARS.glob("*.jar"))
         assert jars, f"no jars in {SPARK_JARS}: `make install` puts Spark's Kafka connector there"
@@ -64,15 +67,21 @@ def spark_submit_args(with_kafka: bool) -> str:
 
 @pytest.fixture(scope="session")
 def spark(request):
-    """local[2] with the join job's own session settings (state store, partitions, UTC),
-    UI off. The one SparkContext of the run: other settings groups take a
+    """local[2] with the drivers' settings (conf/spark-defaults.conf), UTC, few shuffle
+    partitions, UI off. The one SparkContext of the run: a job's query takes a
     `newSession()` of it (see `kafka_spark` in tests/stack_support.py)."""
     # Python workers (the risk score's state function) run this environment's Python.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     with_kafka = any(KAFKA_SPARK_FIXTURE in item.fixturenames for item in request.session.items)
     os.environ.setdefault("PYSPARK_SUBMIT_ARGS", spark_submit_args(with_kafka))
-    from tests.scripts import join_job
+    from pyspark.sql import SparkSession
 
-    session = join_job.build_session(join_job.Settings(), master="local[2]")
+    session = (
+        SparkSession.builder.master("local[2]")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", "2")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("WARN")
     yield session
     session.stop()

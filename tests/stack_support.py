@@ -35,8 +35,8 @@ def stack():
 @pytest.fixture(scope="session")
 def kafka_spark(stack, spark):  # the stack first: it stops after the Spark session
     """Runs the entry scripts' queries on the real Kafka in this process's one
-    SparkContext: `kafka_spark(module, env)` as `<wrapper> --available-now` would (it
-    returns the lines the script printed), `with kafka_spark.streaming(module, env):`
+    SparkContext: `kafka_spark(module, env)` as `<wrapper> --available-now` would,
+    `with kafka_spark.streaming(module, env):`
     as a stream. For tests of a query on Kafka; a test of a wrapper or of
     spark-submit itself runs the process. (Asking for this fixture is what gives
     the session Spark's Kafka connector: see tests/conftest.py.)"""
@@ -107,6 +107,18 @@ def submit_side_by_side(runs: dict[str, dict]) -> dict[str, str]:
                 process.kill()
                 process.wait()
     return outputs
+
+
+def observed_totals(output: str, query: str) -> dict[str, int]:
+    """The observed counts of `query`'s progress lines (`..., 3 state rows, 2 checks, 1
+    agreeing`), summed over its batches: what the driver's listener printed."""
+    totals: dict[str, int] = {}
+    for line in output.splitlines():
+        if line.startswith(f"[{query}] batch ") and " state rows" in line:
+            for field in line.split(" state rows", 1)[1].split(", ")[1:]:
+                count, name = field.split(" ", 1)
+                totals[name] = totals.get(name, 0) + int(count)
+    return totals
 
 
 def console_rows(output: str) -> list[list[str]]:

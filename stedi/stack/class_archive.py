@@ -6,7 +6,7 @@ instead; bin/submit and the tests' in-process Spark use the archive when it is t
 (`-XX:SharedArchiveFile`), which takes about a third of the CPU off each JVM start.
 The JVM writes the archive as it exits (`-XX:ArchiveClassesAtExit`) with the classes it
 loaded, so this run loads what the jobs load: it runs each entry script's own
-transformations, in its own session settings, for a few micro-batches with state, on
+transformations, in a session of its own, for a few micro-batches with state, on
 rows shaped as Kafka's (from Spark's rate source: no broker is needed at install).
 
 Run by the Makefile through bin/submit; it prints one line per job.
@@ -47,29 +47,28 @@ def kafka_shaped(spark: SparkSession, topic: str) -> DataFrame:
     )
 
 
+HOUR_MS = 3_600_000
+# Each entry script's transformations, from its two topics' records (one, for a console).
+TRANSFORMS = {
+    "sparkpyrediskafkastreamtoconsole.py": lambda job, redis, events: job.console_rows(redis),
+    "sparkpyeventskafkastreamtoconsole.py": lambda job, redis, events: job.console_rows(events),
+    "sparkpykafkajoin.py": lambda job, redis, events: job.customer_risk(redis, events, HOUR_MS),
+    "sparkpyriskscore.py": lambda job, redis, events: job.risk_score(redis, events, HOUR_MS),
+}
+ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+
+
 def job_frames(spark: SparkSession) -> dict[str, DataFrame]:
-    """Each entry script's query on Kafka-shaped rows, in a session with its settings."""
+    """Each entry script's query on Kafka-shaped rows, in a session of its own with the
+    settings its `start_query` sets."""
     frames = {}
-    for script in (
-        "sparkpyrediskafkastreamtoconsole.py",
-        "sparkpyeventskafkastreamtoconsole.py",
-        "sparkpykafkajoin.py",
-        "sparkpyriskscore.py",
-    ):
-        module = load_script(script)
-        settings = module.Settings()
-        session = spark.newSession()
-        for key, value in module.session_conf(settings).items():
+    for script, transform in TRANSFORMS.items():
+        job, session = load_script(script), spark.newSession()
+        conf = {"spark.sql.streaming.stateStore.providerClass": ROCKSDB}
+        for key, value in {**conf, **getattr(job, "QUERY_CONF", {})}.items():
             session.conf.set(key, value)
-        if hasattr(module, "pipeline"):
-            frame = module.pipeline(
-                kafka_shaped(session, settings.redis_topic),
-                kafka_shaped(session, settings.events_topic),
-                settings,
-            )
-        else:
-            frame = module.console_rows(kafka_shaped(session, settings.topic))
-        frames[script] = frame
+        redis, events = (kafka_shaped(session, topic) for topic in ("redis-server", "stedi-events"))
+        frames[script] = transform(job, redis, events)
     return frames
 
 

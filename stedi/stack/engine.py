@@ -3,15 +3,15 @@
 Run by spark-submit (`bin/submit stedi/stack/engine.py`), it replaces four
 driver JVMs, each polling Kafka on its own, with one JVM on the same cores.
 Each job keeps what its script gives it when submitted alone:
-- its own session (`newSession()`: the script's SQL settings, the shared
-  SparkContext), since a query keeps the settings of the session that starts it;
-- its script's own `start` and `run` (progress lines, restart on failure), in a
-  thread of its own;
+- its own session (`newSession()`: the settings its script's `start_query` sets, the
+  shared SparkContext), since a query keeps the settings of the session that starts it;
+- its script's own query, started by the script's `start_query`, in a thread of its own
+  that restarts it after a failure (`supervise`);
 - its own log, build/stack/logs/<job>.log: the job's Python output and the
   console sink's rows, which the JVM prints on the query's own thread.
 
-The triggers fit a trickle (see JOBS); STEDI_TRIGGER_INTERVAL, when set,
-applies to every job, as it does to each script.
+Every query's progress lines come from the driver's listener (bin/driver-jar), on the
+engine's own output; its Spark settings from conf/spark-defaults.conf (bin/submit).
 
 With --available-now, each job processes what its topics hold, then the engine
 exits (non-zero if a job failed): the four jobs checked in one JVM start
@@ -31,7 +31,6 @@ others. Any other end of a job (a failure) still ends the engine.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import io
 import os
@@ -57,39 +56,23 @@ class Job:
     name: str  # its log's name and make run's prefix
     script: str
     wrapper: str  # what runs the script alone
-    trigger: str  # the processing-time trigger in this engine
 
 
-# The join's trigger bounds a point's delay on the graph; the others only feed a
-# console or the risk-quality check, so they batch several seconds of a trickle at once
-# (each micro-batch costs about the same CPU whether it holds 1 record or 20): 10 s, not
-# 5 s, took about 0.05 cores off make run at the simulator's speed. 20 s saved no more
-# within the spread of runs, and a job reports progress once per trigger: the status
-# panel calls a job late after 15 s without one (tests/unit/test_engine.py).
+# Each script's default trigger fits a trickle: the join's bounds a point's delay on the
+# graph; the others batch several seconds at once (docs/performance.md).
 JOBS = (
-    Job("customers", "sparkpyrediskafkastreamtoconsole.py", "submit-redis.sh", "10 seconds"),
-    Job("risk", "sparkpyeventskafkastreamtoconsole.py", "submit-event.sh", "10 seconds"),
-    Job("join", "sparkpykafkajoin.py", "submit-join.sh", "0.5 seconds"),
-    Job("score", "sparkpyriskscore.py", "submit-score.sh", "10 seconds"),
+    Job("customers", "sparkpyrediskafkastreamtoconsole.py", "submit-redis.sh"),
+    Job("risk", "sparkpyeventskafkastreamtoconsole.py", "submit-event.sh"),
+    Job("join", "sparkpykafkajoin.py", "submit-join.sh"),
+    Job("score", "sparkpyriskscore.py", "submit-score.sh"),
 )
 # One state store instance per stateful operator, and one Python worker for the risk
-# score's state function, instead of two of each: a trickle needs no parallelism.
-# (A query restarted from a checkpoint keeps the number it was started with.)
-SHUFFLE_PARTITIONS = "1"
-# An idle query reports progress at the first trigger at least this long after its last
-# report. With Spark's 10 s and a 10 s trigger, a trigger a few ms earlier than the last
-# skipped a report, and the status panel saw 20 s without progress (amber).
-IDLE_PROGRESS_S = 5
-# A trickle's micro-batches hold a few rows: interpreting their expressions costs less
-# than compiling code for them. The join's arrival time (the batch's time) is a literal
-# that whole-stage code inlines, so its code was new, compiled and JIT-compiled anew in
-# every batch (twice the CPU of a batch without it in a measured query). And idle queries
-# report every IDLE_PROGRESS_S.
-TRICKLE_CONF = {
-    "spark.sql.codegen.wholeStage": "false",
-    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-    "spark.sql.streaming.noDataProgressEventInterval": f"{IDLE_PROGRESS_S}s",
-}
+# score's state function, unless the environment says otherwise: a trickle needs no
+# parallelism. (A query restarted from a checkpoint keeps the number it started with.)
+ENGINE_DEFAULTS = {"STEDI_SHUFFLE_PARTITIONS": "1"}
+# A failed query restarts after 1 s, doubling up to 15 s while it fails before its first
+# batch; bin/submit restarts a failed driver run alone the same way.
+RESTART_DELAYS_S = (1.0, 15.0)
 # The engine's JVM, set before spark-submit starts it (`make run` passes these): a heap
 # for a trickle that starts small, the serial collector, whose footprint is the
 # smallest, and two malloc arenas for the native side (RocksDB), not 8 per core.
@@ -102,16 +85,6 @@ JVM_ENV = {
         "-Xms64m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=128m"
     ),
     "MALLOC_ARENA_MAX": "2",
-}
-# The UI keeps fewer finished jobs, stages and SQL executions (each micro-batch makes
-# some): the heap stays small however long make run runs.
-# Each micro-batch also writes its plan's text for the SQL tab: the one-line-per-operator
-# form, not the formatted one, which was 5% of a trickle join's driver time in a profile.
-UI_CONF = {
-    "spark.ui.retainedJobs": "200",
-    "spark.ui.retainedStages": "200",
-    "spark.sql.ui.retainedExecutions": "100",
-    "spark.sql.ui.explainMode": "simple",
 }
 # Spark's PrometheusServlet, which bin/submit turns on for every job (and this engine),
 # answers here on the UI's port (with the slash; it redirects there otherwise).
@@ -170,25 +143,30 @@ def route_jvm_console(spark: SparkSession, log_path: Path) -> bool:
     return True
 
 
-def job_session(base: SparkSession, module: ModuleType, settings) -> SparkSession:
-    session = base.newSession()
-    for key, value in {**module.session_conf(settings), **TRICKLE_CONF}.items():
-        session.conf.set(key, value)
-    return session
+def apply_engine_defaults(environ) -> None:
+    for variable, value in ENGINE_DEFAULTS.items():
+        environ[variable] = environ.get(variable) or value
 
 
-def job_settings(module: ModuleType, job: Job):
-    """The script's settings, with this engine's defaults where the environment sets none."""
-    settings = module.Settings()
-    defaults = {"trigger_interval": ("STEDI_TRIGGER_INTERVAL", job.trigger)}
-    if hasattr(settings, "shuffle_partitions"):
-        defaults["shuffle_partitions"] = ("STEDI_SHUFFLE_PARTITIONS", SHUFFLE_PARTITIONS)
-    changes = {
-        name: value
-        for name, (variable, value) in defaults.items()
-        if not os.environ.get(variable, "").strip()
-    }
-    return dataclasses.replace(settings, **changes)
+def supervise(start, stopped: threading.Event, available_now: bool) -> None:
+    """Runs the query `start()` returns until it ends; restarts it from its checkpoint
+    after a failure, unless it was --available-now or the job is being stopped."""
+    from pyspark.errors import StreamingQueryException
+
+    delay, longest = RESTART_DELAYS_S
+    while not stopped.is_set():
+        query = start()
+        try:
+            query.awaitTermination()
+            return
+        except StreamingQueryException as error:
+            if available_now or stopped.is_set():
+                raise
+            if query.lastProgress is not None:  # it ran: a new failure, not the last one's
+                delay = RESTART_DELAYS_S[0]
+            print(f"[{query.name}] failed, restarting in {delay:.0f} s: {error}", flush=True)
+            stopped.wait(delay)
+            delay = min(delay * 2, longest)
 
 
 class Engine:
@@ -200,23 +178,28 @@ class Engine:
         self.job_sessions: dict[str, SparkSession] = {}  # for the jobs' metrics
         self.failed: list[str] = []
         self.handed_over: set[str] = set()  # jobs stopped at the user's request
+        self.stopped = {job.name: threading.Event() for job in JOBS}
         self.threads: dict[str, threading.Thread] = {}
         self.done = threading.Event()  # a job ended by itself: the engine ends
         self.stdout = ThreadRoutedStream(sys.stdout)
         self.stderr = ThreadRoutedStream(sys.stderr)
         sys.stdout, sys.stderr = self.stdout, self.stderr
 
-    def _run_job(self, job: Job, module: ModuleType, settings) -> None:
+    def _run_job(self, job: Job, module: ModuleType) -> None:
         log_path = self.log_dir / f"{job.name}.log"
         with open(log_path, "a", buffering=1, encoding="utf-8") as log:
             self.stdout.route(log)
             self.stderr.route(log)
             try:
                 route_jvm_console(self.spark, log_path)
-                session = job_session(self.spark, module, settings)
+                session = self.spark.newSession()
                 self.sessions.append(session)
                 self.job_sessions[job.name] = session
-                module.run(session, settings, self.available_now)
+                supervise(
+                    lambda: module.start_query(session, self.available_now),
+                    self.stopped[job.name],
+                    self.available_now,
+                )
             except BaseException as error:  # SystemExit of a bad setting too
                 print(f"[{job.name}] stopped by an error: {error!r}", flush=True)
                 self.failed.append(job.name)
@@ -228,14 +211,13 @@ class Engine:
         threads = []
         for job in JOBS:
             module = load_script(job.script)
-            settings = job_settings(module, job)
             thread = threading.Thread(
-                target=self._run_job, args=(job, module, settings), name=job.name, daemon=True
+                target=self._run_job, args=(job, module), name=job.name, daemon=True
             )
             thread.start()
             threads.append(thread)
             self.threads[job.name] = thread
-            print(f"[engine] {job.name}: {job.script}, trigger {settings.trigger_interval}")
+            print(f"[engine] {job.name}: {job.script}", flush=True)
         return threads
 
     def job_queries(self) -> dict:
@@ -248,13 +230,14 @@ class Engine:
         return queries
 
     def take_stop_requests(self, requests: Path) -> None:
-        """Hands over each job named by a file in `requests`: stops its query (and any
-        query its script restarts meanwhile, from a failure), then, once its thread has
-        ended, deletes the request, which tells `stop-job` that the checkpoint is free."""
+        """Hands over each job named by a file in `requests`: stops its query (and keeps
+        `supervise` from restarting it), then, once its thread has ended, deletes the
+        request, which tells `stop-job` that the checkpoint is free."""
         for job in JOBS:
             request = requests / job.name
             if request.exists():
                 self.handed_over.add(job.name)
+                self.stopped[job.name].set()
             if job.name not in self.handed_over:
                 continue
             thread = self.threads.get(job.name)
@@ -271,6 +254,8 @@ class Engine:
                 )
 
     def stop(self, threads: list[threading.Thread]) -> None:
+        for stopped in self.stopped.values():
+            stopped.set()
         for session in self.sessions:
             for query in session.streams.active:
                 query.stop()
@@ -281,14 +266,7 @@ class Engine:
 def build_base_session() -> SparkSession:
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.appName(APP_NAME)
-    for key, value in UI_CONF.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
-    # The join's: its sessions, and the others', are sessions of this one's context.
-    load_script("sparkpykafkajoin.py").drop_unused_hadoop_defaults(spark)
-    return spark
+    return SparkSession.builder.appName(APP_NAME).getOrCreate()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "--available-now", action="store_true", help="each job processes what is there, then exit"
     )
     args = parser.parse_args(argv)
+    apply_engine_defaults(os.environ)
     log_dir = Path(os.environ.get("STEDI_LOG_DIR", ROOT / "build" / "stack" / "logs"))
     log_dir.mkdir(parents=True, exist_ok=True)
     spark = build_base_session()

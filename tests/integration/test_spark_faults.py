@@ -59,7 +59,7 @@ class JoinJob:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def restarts(self) -> int:
-        """How often the script's loop has restarted its failed query so far."""
+        """How often the wrapper has restarted its failed driver so far."""
         return self.log_path.read_text(errors="replace").count("failed, restarting in")
 
 
@@ -208,7 +208,7 @@ def test_the_join_recovers_by_itself_after_the_broker_was_down_longer_than_its_c
 
         services.KAFKA.stop()
         # Down until the query itself has failed on it (its clients gave up) and the
-        # script's loop has restarted it into the outage at least once.
+        # wrapper has restarted its driver into the outage at least once.
         deadline = time.monotonic() + 300
         while job.restarts() < 2 and time.monotonic() < deadline:
             assert job.proc.poll() is None, job.log()

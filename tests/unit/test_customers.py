@@ -1,7 +1,7 @@
 """Customers decoded from topic `redis-server`.
 
-Every case runs against the redis console script's decoder and the join
-script's copy of it, so the two copies cannot drift apart.
+Every case runs against the join script's decoder; the console script carries the same
+function (tests/unit/test_scripts_standalone.py).
 """
 
 import base64
@@ -19,15 +19,15 @@ from tests.records import (
     set_record,
     zadd_record,
 )
-from tests.scripts import join_job, redis_job
+from tests.scripts import join_job
 
 T0 = datetime(2026, 1, 1)
 ROW = "email string, customerName string, birthYear int"
 
 
-@pytest.fixture(params=[redis_job, join_job], ids=["redis-script", "join-script"])
-def job(request):
-    return request.param
+@pytest.fixture
+def job():
+    return join_job
 
 
 def members(spark, job, values):

@@ -1,14 +1,17 @@
-"""make run's Spark engine: each job gets its script's settings, the engine's trickle
-defaults where the environment sets none, and its own output stream."""
+"""make run's Spark engine: each job is its script's query, in a session and an output
+stream of its own, restarted after a failure; the engine's defaults where the environment
+sets none."""
 
 import io
 import math
+import re
 import sys
 import threading
 import time
 import types
 
 import pytest
+from pyspark.errors import StreamingQueryException
 
 from stedi.app import pipeline_status
 from stedi.stack import engine, pipeline
@@ -16,52 +19,102 @@ from stedi.stack.pipeline import Follower
 from stedi.stack.process import StackError
 
 
+def script_default(job: engine.Job, variable: str) -> str:
+    """The default a script reads for `variable` (`env("VARIABLE") or "default"`)."""
+    source = (engine.ROOT / job.script).read_text()
+    return re.search(rf'env\("{variable}"\) or "([^"]+)"', source).group(1)
+
+
+def spark_default(key: str) -> str:
+    """A setting of conf/spark-defaults.conf, which bin/submit gives every driver."""
+    for line in (engine.ROOT / "conf" / "spark-defaults.conf").read_text().splitlines():
+        if line.split() and line.split()[0] == key:
+            return line.split()[1]
+    raise KeyError(key)
+
+
 @pytest.mark.parametrize("job", engine.JOBS, ids=lambda job: job.name)
-def test_each_job_runs_its_scripts_own_session_settings_start_and_run(job):
+def test_each_job_is_its_scripts_start_query_and_main(job):
     module = engine.load_script(job.script)
-    settings = module.Settings()
-    conf = module.session_conf(settings)
-    assert conf["spark.sql.session.timeZone"] == "UTC"
-    assert conf["spark.sql.streaming.checkpointFileManagerClass"].endswith(
-        "FileSystemBasedCheckpointFileManager"
-    )
-    assert callable(module.start) and callable(module.run)
+    assert callable(module.start_query) and callable(module.main)
+    assert (engine.ROOT / job.wrapper).exists()
 
 
-def test_the_engine_gives_each_job_its_trigger_and_one_partition(monkeypatch):
-    monkeypatch.delenv("STEDI_TRIGGER_INTERVAL", raising=False)
-    monkeypatch.delenv("STEDI_SHUFFLE_PARTITIONS", raising=False)
-    by_name = {job.name: job for job in engine.JOBS}
-    join = engine.job_settings(engine.load_script("sparkpykafkajoin.py"), by_name["join"])
-    customers = engine.job_settings(
-        engine.load_script("sparkpyrediskafkastreamtoconsole.py"), by_name["customers"]
-    )
-    assert (join.trigger_interval, join.shuffle_partitions) == ("0.5 seconds", "1")
-    assert customers.trigger_interval == "10 seconds"
+def test_the_join_triggers_every_half_second_the_others_every_ten(monkeypatch):
+    triggers = {job.name: script_default(job, "STEDI_TRIGGER_INTERVAL") for job in engine.JOBS}
+    assert triggers == {
+        "customers": "10 seconds",
+        "risk": "10 seconds",
+        "join": "0.5 seconds",
+        "score": "10 seconds",
+    }
 
 
 def test_every_trigger_reports_before_the_status_panel_calls_its_job_late():
     """A job with data reports progress once per trigger; an idle one at the first trigger
-    at least IDLE_PROGRESS_S after its last report, so a trigger a little early waits one
+    at least the idle interval after its last report, so a trigger a little early waits one
     more. The graph page's panel turns a job amber AMBER_AGE_S after its last report.
     The longest gap, with a batch of up to AMBER_BATCH_S, stays under that. (Spark counts
     the idle interval from a batch's end: after a batch over AMBER_BATCH_S the next idle
     report may wait one trigger more, but that batch already shows amber.)"""
+    idle_s = float(spark_default("spark.sql.streaming.noDataProgressEventInterval").rstrip("s"))
     for job in engine.JOBS:
-        number, unit = job.trigger.split()
+        number, unit = script_default(job, "STEDI_TRIGGER_INTERVAL").split()
         assert unit == "seconds"
         trigger = float(number)
         # Never shorter than one trigger, so also the gap of a job with data.
-        longest_gap = trigger * (math.floor(engine.IDLE_PROGRESS_S / trigger) + 1)
+        longest_gap = trigger * (math.floor(idle_s / trigger) + 1)
         assert longest_gap + pipeline_status.AMBER_BATCH_S <= pipeline_status.AMBER_AGE_S, job
 
 
-def test_settings_from_the_environment_win_over_the_engines(monkeypatch):
-    monkeypatch.setenv("STEDI_TRIGGER_INTERVAL", "2 seconds")
-    monkeypatch.setenv("STEDI_SHUFFLE_PARTITIONS", "3")
-    job = next(job for job in engine.JOBS if job.name == "score")
-    settings = engine.job_settings(engine.load_script(job.script), job)
-    assert (settings.trigger_interval, settings.shuffle_partitions) == ("2 seconds", "3")
+def test_the_engine_runs_one_partition_unless_the_environment_says_otherwise():
+    environ = {"STEDI_SHUFFLE_PARTITIONS": ""}
+    engine.apply_engine_defaults(environ)
+    assert environ == {"STEDI_SHUFFLE_PARTITIONS": "1"}
+    environ = {"STEDI_SHUFFLE_PARTITIONS": "3"}
+    engine.apply_engine_defaults(environ)
+    assert environ == {"STEDI_SHUFFLE_PARTITIONS": "3"}
+
+
+class FailingQuery:
+    """A query that fails in `awaitTermination`, after a batch or before its first."""
+
+    name = "q"
+
+    def __init__(self, ran: bool):
+        self.lastProgress = {"batchId": 0} if ran else None
+
+    def awaitTermination(self):
+        raise StreamingQueryException("the broker is gone")
+
+
+class RecordedWaits(threading.Event):
+    def __init__(self):
+        super().__init__()
+        self.waits = []
+
+    def wait(self, timeout=None):
+        self.waits.append(timeout)
+        return False
+
+
+def test_a_failed_query_restarts_with_a_doubling_delay_reset_after_progress(monkeypatch, capsys):
+    monkeypatch.setattr(engine, "RESTART_DELAYS_S", (1.0, 4.0))
+    queries = [FailingQuery(ran=r) for r in (False, False, False, False, True, False)]
+    last = FakeQuery()
+    last.stop()  # the last one ends without a failure
+    starts = iter([*queries, last])
+    stopped = RecordedWaits()
+    engine.supervise(lambda: next(starts), stopped, available_now=False)
+    assert stopped.waits == [1.0, 2.0, 4.0, 4.0, 1.0, 2.0]
+    assert next(starts, None) is None  # every query was started
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "[q] failed, restarting in 1 s: the broker is gone"
+
+
+def test_an_available_now_query_that_fails_fails_the_job():
+    with pytest.raises(StreamingQueryException, match="the broker is gone"):
+        engine.supervise(lambda: FailingQuery(ran=True), threading.Event(), available_now=True)
 
 
 def test_each_thread_writes_to_its_own_stream_and_others_to_the_default():
@@ -109,8 +162,14 @@ def test_make_run_shows_each_log_with_its_prefix_and_at_ctrl_c_skips_cancelled_b
 
 
 class FakeQuery:
+    name = "fake"
+    lastProgress = None
+
     def __init__(self):
         self.stopped = threading.Event()
+
+    def awaitTermination(self):
+        self.stopped.wait(30)
 
     @property
     def isActive(self):
@@ -121,7 +180,7 @@ class FakeQuery:
 
 
 class FakeSession:
-    """A job's session: its query once the job's `run` started one."""
+    """A job's session: its query once the job's `start_query` started one."""
 
     def __init__(self):
         self.conf = types.SimpleNamespace(set=lambda key, value: None)
@@ -135,11 +194,10 @@ class FakeSession:
         return [self.query] if self.query is not None and self.query.isActive else []
 
 
-def run_until_stopped(session, settings, available_now):
-    """A script's `run`: its query until something stops it (it then returns, as the
-    scripts' `run` does for a query stopped without an error)."""
+def start_query(session, available_now):
+    """A script's `start_query`: a query that runs until something stops it."""
     session.query = FakeQuery()
-    session.query.stopped.wait(30)
+    return session.query
 
 
 @pytest.fixture
@@ -147,11 +205,8 @@ def fake_engine(capsys, monkeypatch, tmp_path):  # capsys first: set up first, u
     """The engine's four job threads on fake sessions and queries (no Spark)."""
     monkeypatch.setattr(sys, "stdout", sys.stdout)  # the engine reroutes both: restore them
     monkeypatch.setattr(sys, "stderr", sys.stderr)
-    module = types.SimpleNamespace(session_conf=lambda settings: {}, run=run_until_stopped)
+    module = types.SimpleNamespace(start_query=start_query)
     monkeypatch.setattr(engine, "load_script", lambda script: module)
-    monkeypatch.setattr(
-        engine, "job_settings", lambda module, job: types.SimpleNamespace(trigger_interval="1 s")
-    )
     monkeypatch.setattr(engine, "route_jvm_console", lambda spark, path: False)
     fake = engine.Engine(FakeSession(), tmp_path)
     threads = fake.start()
@@ -181,7 +236,7 @@ def test_a_requested_stop_ends_that_job_alone_and_says_how_to_run_it(fake_engine
 
 
 def test_a_job_that_ends_by_itself_still_ends_the_engine(fake_engine):
-    fake_engine.job_queries()["risk"].stop()  # as a failed script's run returns
+    fake_engine.job_queries()["risk"].stop()  # its query ends without a failure
     assert fake_engine.done.wait(10)
 
 

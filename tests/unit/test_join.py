@@ -1,4 +1,4 @@
-"""The join job's whole query (sparkpykafkajoin.pipeline) as a real stream.
+"""The join job's whole query (sparkpykafkajoin.customer_risk) as a real stream.
 
 A file source shaped like the Kafka source stands in for both topics and a
 memory sink for the Kafka sink, so every micro-batch runs the same plan as in
@@ -17,6 +17,7 @@ import pytest
 from tests.records import KAFKA_SOURCE_SCHEMA, customer, customer_record, kafka_rows, risk_record
 from tests.scripts import join_job
 
+STATE_STORE = "spark.sql.streaming.stateStore.providerClass"
 SANTOSH = customer("Santosh Fibonnaci", "Santosh.Fibonnaci@test.com", "1963-01-01")
 ANN = customer("Ann One", "ann@test.com", "1965-01-01")
 
@@ -24,8 +25,8 @@ ANN = customer("Ann One", "ann@test.com", "1965-01-01")
 class StreamingJoin:
     """The join query over two folders of Kafka-shaped records, one per topic.
 
-    The session gets the script's query settings for the query's life, as
-    `build_session` gives them to the job.
+    The session gets the settings the script's `start_query` fixes in a checkpoint, for
+    the query's life.
     """
 
     TOPICS = ("redis-server", "stedi-events")
@@ -33,13 +34,12 @@ class StreamingJoin:
     def __init__(self, spark, tmp_path, risk_wait="1 hour"):
         self.spark, self.tmp_path = spark, tmp_path
         self.offsets = dict.fromkeys(self.TOPICS, 0)
-        self.settings = join_job.Settings(
-            risk_topic="customer-risk", dead_letter_topic="dead-letter", risk_wait=risk_wait
-        )
+        self.wait_ms = join_job.interval_ms(spark, risk_wait, "STEDI_RISK_WAIT")
         for topic in self.TOPICS:  # the file source needs a folder with the schema
             self.append(topic, [])
-        self.saved_conf = {key: spark.conf.get(key, None) for key in join_job.QUERY_CONF}
-        for key, value in join_job.QUERY_CONF.items():
+        conf = {**join_job.QUERY_CONF, STATE_STORE: join_job.STATE_STORES["rocksdb"]}
+        self.saved_conf = {key: spark.conf.get(key, None) for key in conf}
+        for key, value in conf.items():
             spark.conf.set(key, value)
         self.start()
 
@@ -52,7 +52,7 @@ class StreamingJoin:
             for topic in self.TOPICS
         )
         self.query = (
-            join_job.pipeline(customers, events, self.settings)
+            join_job.customer_risk(customers, events, self.wait_ms, "customer-risk", "dead-letter")
             .writeStream.format("memory")
             .queryName("join_output")
             .outputMode("append")
@@ -217,8 +217,12 @@ def test_bad_records_become_dead_letters_beside_good_rows_and_the_query_goes_on(
         "value": "{{",
     }
     assert join.query.isActive
-    lines = [join_job.progress_line(p) for p in join.query.recentProgress]
-    assert sum(int(line.rsplit(", ", 1)[1].split()[0]) for line in lines) == 5, lines
+    counted = [
+        row["dead_letters"]
+        for progress in join.query.recentProgress
+        for row in progress["observedMetrics"].values()
+    ]
+    assert sum(counted) == 5, counted  # the progress lines' dead letters
 
 
 def test_a_dead_letter_of_a_huge_value_is_cut_to_64_kib_with_length_and_hash(join):
@@ -281,97 +285,64 @@ def test_state_holds_each_customer_twice_and_each_score_twice_for_the_wait_only(
         join.stop()
 
 
-def test_progress_line_keeps_the_benchmark_format_and_appends_dead_letters():
-    line = join_job.progress_line(
-        {
-            "name": "customer-risk-join",
-            "batchId": 7,
-            "numInputRows": 40,
-            "processedRowsPerSecond": 123.456,
-            "durationMs": {"triggerExecution": 321},
-            "stateOperators": [{"numRowsTotal": 5}, {"numRowsTotal": 3}],
-            "observedMetrics": {
-                "customer_checks": {"dead_letters": 2},
-                "event_checks": {"dead_letters": 1},
-            },
-        }
-    )
-    assert line == (
-        "[customer-risk-join] batch 7: 40 rows in, 123.5 rows/s, 321 ms, 8 state rows, "
-        "3 dead letters"
-    )
-
-
 def test_starting_offsets_give_each_source_its_own_topic_and_earliest_for_a_topic_not_named(
-    capsys,
+    monkeypatch, capsys
 ):
     spec = json.dumps({"redis-server": {"0": 42}, "stedi-events": {"0": -2, "1": 7}})
-    assert json.loads(join_job.starting_offsets_for("redis-server", spec)) == {
-        "redis-server": {"0": 42}
-    }
-    assert json.loads(join_job.starting_offsets_for("stedi-events", spec)) == {
+    monkeypatch.setenv("STEDI_STARTING_OFFSETS", spec)
+    assert json.loads(join_job.starting_offsets("redis-server")) == {"redis-server": {"0": 42}}
+    assert json.loads(join_job.starting_offsets("stedi-events")) == {
         "stedi-events": {"0": -2, "1": 7}
     }
-    assert join_job.starting_offsets_for("customer-risk", spec) == "earliest"
-    assert "names no offsets of customer-risk" in capsys.readouterr().err
-    assert join_job.starting_offsets_for("stedi-events", "latest") == "latest"
-    with pytest.raises(SystemExit, match="not valid JSON"):
-        join_job.starting_offsets_for("stedi-events", "{redis-server: 1}")
-    for wrong in ('{"redis-server": 42}', '{"redis-server": {}}', '{"redis-server": {"0": "x"}}'):
-        with pytest.raises(SystemExit, match="must map each topic"):
-            join_job.starting_offsets_for("redis-server", wrong)
+    assert join_job.starting_offsets("customer-risk") == "earliest"
+    monkeypatch.setenv("STEDI_STARTING_OFFSETS", "latest")
+    assert join_job.starting_offsets("stedi-events") == "latest"
+    for wrong in ("{redis-server: 1}", '{"redis-server": 42}', '{"redis-server": {"0": "x"}}'):
+        monkeypatch.setenv("STEDI_STARTING_OFFSETS", wrong)
+        with pytest.raises(SystemExit) as stop:
+            join_job.starting_offsets("redis-server")
+        assert stop.value.code == 2  # a bad setting: the wrappers do not restart it
+        assert f"STEDI_STARTING_OFFSETS is not Spark's JSON of offsets: {wrong}" in (
+            capsys.readouterr().err
+        )
 
 
-def test_the_risk_wait_is_a_spark_interval_read_in_milliseconds():
-    assert join_job.interval_ms("1 hour") == 3_600_000
-    assert join_job.interval_ms("1 hour 30 minutes") == 5_400_000
-    assert join_job.interval_ms("interval 2 days") == 172_800_000
-    assert join_job.interval_ms("1.5 seconds") == 1_500
-    for bad in ("", "soon", "1 fortnight", "1 hour and more"):
-        with pytest.raises(ValueError):
-            join_job.interval_ms(bad)
+def test_the_risk_wait_is_a_spark_interval_read_in_milliseconds(spark, capsys):
+    assert join_job.interval_ms(spark, "1 hour", "W") == 3_600_000
+    assert join_job.interval_ms(spark, "1 hour 30 minutes", "W") == 5_400_000
+    assert join_job.interval_ms(spark, "interval 2 days", "W") == 172_800_000
+    assert join_job.interval_ms(spark, "1.5 seconds", "W") == 1_500
+    assert join_job.interval_ms(spark, "2 weeks", "W") == 14 * 86_400_000
+    assert join_job.interval_ms(spark, "500 milliseconds", "W") == 500
+    for bad in ("", "soon", "1 fortnight", "1 hour and more", "-1 hour"):
+        with pytest.raises(SystemExit) as stop:
+            join_job.interval_ms(spark, bad, "W")
+        assert stop.value.code == 2
+        assert f"W is not an interval such as '1 hour': {bad!r}" in capsys.readouterr().err
 
 
-def test_a_bad_risk_wait_stops_the_job_with_a_clear_message(monkeypatch):
+def test_a_bad_risk_wait_stops_the_job_with_a_clear_message_before_it_reads(
+    spark, monkeypatch, capsys
+):
     monkeypatch.setenv("STEDI_RISK_WAIT", "soon")
-    with pytest.raises(SystemExit, match="STEDI_RISK_WAIT is not an interval"):
-        join_job.main([])
+    with pytest.raises(SystemExit) as stop:
+        join_job.start_query(spark.newSession())
+    assert stop.value.code == 2
+    assert "STEDI_RISK_WAIT is not an interval such as '1 hour': 'soon'" in capsys.readouterr().err
 
 
-def test_only_hadoops_yarn_and_mapreduce_defaults_are_unused_in_a_local_driver():
-    dump = json.dumps(
-        {
-            "properties": [
-                {"key": "yarn.resourcemanager.address", "resource": "yarn-default.xml"},
-                {"key": "mapreduce.job.maps", "resource": "mapred-default.xml"},
-                {"key": "yarn.nodemanager.address", "resource": "yarn-site.xml"},
-                {"key": "mapreduce.job.reduces", "resource": "programmatically"},
-                {"key": "fs.defaultFS", "resource": "core-default.xml"},
-                {"key": "io.file.buffer.size", "resource": "spark.buffer.size"},
-            ]
-        }
-    )
-    assert join_job.unused_hadoop_defaults(dump) == [
-        "yarn.resourcemanager.address",
-        "mapreduce.job.maps",
-    ]
-
-
-def test_the_local_session_broadcasts_hadoops_configuration_without_unused_defaults(spark):
-    """build_session dropped them from the test session (local), and a value set by hand
-    survives a second pass; the core defaults stay."""
+def test_the_session_broadcasts_hadoops_configuration_without_yarn_and_mapreduce_defaults(spark):
+    """The driver jar's empty yarn-default.xml and mapred-default.xml come first on the class
+    path: what the join's operator broadcasts (SessionState.newHadoopConf) stays small,
+    the core defaults stay, and a value set by hand is kept."""
     contexts = spark.sparkContext._jsc.hadoopConfiguration()
-    shared = spark._jsparkSession.sharedState().hadoopConf()
     contexts.set("mapreduce.job.maps", "7")
     try:
-        assert join_job.drop_unused_hadoop_defaults(spark) == 0
-        for conf in (contexts, shared):
+        for conf in (contexts, spark._jsparkSession.sessionState().newHadoopConf()):
             assert conf.get("yarn.resourcemanager.address") is None
             assert conf.get("mapreduce.task.timeout") is None
             assert conf.get("fs.defaultFS") == "file:///"
             assert conf.size() < 500
         assert contexts.get("mapreduce.job.maps") == "7"
-        # What the join's operator broadcasts (SessionState.newHadoopConf) is as small.
-        assert spark._jsparkSession.sessionState().newHadoopConf().size() < 500
     finally:
         contexts.unset("mapreduce.job.maps")

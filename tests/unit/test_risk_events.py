@@ -1,7 +1,7 @@
 """Risk scores parsed from topic `stedi-events`.
 
-Every case runs against the events console script's decoder and the join
-script's copy of it, so the two copies cannot drift apart.
+Every case runs against the join script's decoder; the console script carries the same
+function (tests/unit/test_scripts_standalone.py).
 """
 
 from datetime import datetime
@@ -18,9 +18,9 @@ ROW = "customer string, score double, riskDate timestamp"
 GOOD_DATE = "2020-09-14T07:54:06.417Z"
 
 
-@pytest.fixture(params=[events_job, join_job], ids=["events-script", "join-script"])
-def job(request):
-    return request.param
+@pytest.fixture
+def job():
+    return join_job
 
 
 def test_integer_and_decimal_scores_both_parse_as_doubles(spark, job):
@@ -82,19 +82,3 @@ def test_console_rows_show_good_events_only(spark):
     values = [risk_record("a@test.com", 7), "{{"]
     result = events_job.console_rows(kafka_df(spark, "stedi-events", values, T0))
     assertDataFrameEqual(result, spark.createDataFrame([("a@test.com", 7.0, RISK_DATE)], ROW))
-
-
-def test_console_progress_line_counts_bad_records(spark):
-    line = events_job.progress_line(
-        {
-            "name": "risk-events-console",
-            "batchId": 3,
-            "numInputRows": 10,
-            "processedRowsPerSecond": 5.0,
-            "durationMs": {"triggerExecution": 200},
-            "observedMetrics": {"bad_records": {"count": 2}},
-        }
-    )
-    assert line == (
-        "[risk-events-console] batch 3: 10 rows in, 5.0 rows/s, 200 ms, 0 state rows, 2 bad records"
-    )

@@ -13,6 +13,7 @@ import math
 import os
 import sys
 from datetime import datetime
+from types import SimpleNamespace
 
 import pytest
 
@@ -30,7 +31,15 @@ from tests.records import (
 # The Python workers of applyInPandasWithState need this venv's pandas and pyarrow.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
-SETTINGS = job.Settings()
+
+SETTINGS = SimpleNamespace(  # the job's default topics
+    redis_topic="redis-server",
+    events_topic="stedi-events",
+    spark_risk_topic="stedi-risk-spark",
+    quality_topic="risk-quality",
+    dead_letter_topic="stedi-dead-letter",
+)
+
 T0 = 1_700_000_000_000  # stop times are epoch ms
 
 
@@ -48,7 +57,8 @@ class Stream:
 
     def __init__(self, spark, tmp_path, ttl: str = "400 days"):
         self.spark, self.tmp = spark, tmp_path
-        self.settings = job.Settings(state_ttl=ttl, checkpoint_dir=str(tmp_path / "cp"))
+        self.ttl_ms = job.interval_ms(spark, ttl, "STEDI_SCORE_STATE_TTL")
+        self.checkpoint_dir = str(tmp_path / "cp")
         self.offsets = {SETTINGS.redis_topic: 0, SETTINGS.events_topic: 0}
         self.batches = 0
         self.records: list[tuple[str, str, dict | str]] = []
@@ -77,9 +87,9 @@ class Stream:
         )
         out: list = []
         query = (
-            job.pipeline(tests, events, self.settings)
+            job.risk_score(tests, events, self.ttl_ms)
             .writeStream.foreachBatch(lambda frame, _: out.extend(frame.collect()))
-            .option("checkpointLocation", self.settings.checkpoint_dir)
+            .option("checkpointLocation", self.checkpoint_dir)
             .trigger(availableNow=True)
             .start()
         )
@@ -92,7 +102,7 @@ class Stream:
 
     def state(self) -> dict[str, dict]:
         """The state held per customer, read back from the checkpoint."""
-        frame = self.spark.read.format("statestore").load(self.settings.checkpoint_dir)
+        frame = self.spark.read.format("statestore").load(self.checkpoint_dir)
         held = {}
         for row in frame.collect():
             # the state row's struct layout is Spark's; our JSON is its one text field
@@ -325,17 +335,18 @@ def test_state_holds_one_row_per_customer(batches):
     assert state_rows[-1] == 3  # AGREE, DISAGREE, BUSY
 
 
-def test_progress_line_reports_scores_and_agreement(batches):
-    agreement = job.Agreement()
-    lines = [job.progress_line(p, agreement) for p in batches.progress]
-    assert lines[-1].startswith(f"[{batches.progress[-1]['name']}] batch ")
-    assert " rows in, " in lines[-1] and " rows/s, " in lines[-1] and " state rows, " in lines[-1]
+def test_each_batch_counts_its_scores_checks_and_agreements(batches):
+    """The observed counts the progress lines show (`2 scores, 2 checks, 1 agreeing, ...`)."""
+    counted = {"scores": 0, "checks": 0, "agreeing": 0, "without_app_score": 0}
+    for progress in batches.progress:
+        for row in progress["observedMetrics"].values():
+            for name in counted:
+                counted[name] += row[name]
     # AGREE twice, DISAGREE once, and BUSY's scores the app never published, pushed out
     unmatched = 1000 - 3 - job.PENDING_LIMIT
-    checks = 3 + unmatched
-    assert lines[-1].endswith(
-        f"agreement {100 * 2 / checks:.1f}% of {checks}, {unmatched} without an app score"
-    )
+    assert counted["checks"] == 3 + unmatched
+    assert counted["agreeing"] == 2
+    assert counted["without_app_score"] == unmatched
 
 
 def test_scores_the_app_never_published_are_checked_without_its_value(batches):
@@ -393,17 +404,14 @@ def test_expired_state_checks_every_waiting_score():
     assert state.spark_dates == []
 
 
-@pytest.mark.parametrize(
-    ("text", "ms"),
-    [("400 days", 400 * 86_400_000), ("12 hours", 43_200_000), ("10 seconds", 10_000)],
-)
-def test_state_ttl_is_read_as_a_duration(text, ms):
-    assert job.duration_ms(text) == ms
-
-
-def test_a_state_ttl_that_is_no_duration_is_refused():
-    with pytest.raises(ValueError, match="not a duration"):
-        job.duration_ms("forever")
+def test_the_state_ttl_is_a_spark_interval_and_a_bad_one_stops_the_job(spark, monkeypatch, capsys):
+    assert job.interval_ms(spark, "400 days", "T") == 400 * 86_400_000
+    assert job.interval_ms(spark, "2 weeks", "T") == 14 * 86_400_000
+    monkeypatch.setenv("STEDI_SCORE_STATE_TTL", "forever")
+    with pytest.raises(SystemExit) as stop:
+        job.start_query(spark.newSession())
+    assert stop.value.code == 2
+    assert "STEDI_SCORE_STATE_TTL is not an interval" in capsys.readouterr().err
 
 
 def test_the_graph_pages_quality_line_counts_checks_and_agreements():
