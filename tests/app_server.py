@@ -6,9 +6,11 @@ app of tests/app_in_process.py."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
+import secrets
 import sys
 import time
 import uuid
@@ -46,12 +48,47 @@ class AppServer:
         except httpx.HTTPError:
             return None
 
+    @property
+    def urls(self) -> list[str]:
+        return [self.url]
+
     def client(self) -> httpx.Client:
         """A browser of its own (cookies) on this server; redirects are not followed."""
         return httpx.Client(base_url=self.url, timeout=10)
 
     def stop(self) -> None:
         self.process.stop()
+
+
+class AppProcesses:
+    """`count` app processes on one Redis, one secret key, served as one app: each new
+    client (each `url` asked for) goes to the next process in turn, as behind a balancer."""
+
+    def __init__(self, count: int, env: dict, log_dir: Path):
+        self.env = {"STEDI_SECRET_KEY": secrets.token_urlsafe(32), **env}
+        self.servers: list[AppServer] = []
+        try:
+            for i in range(count):
+                self.servers.append(AppServer(self.env, log_dir / f"app-{i}.log"))
+        except BaseException:
+            self.stop()
+            raise
+        self.turn = itertools.count()
+
+    @property
+    def url(self) -> str:
+        return self.servers[next(self.turn) % len(self.servers)].url
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.url for s in self.servers]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10)
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
 
 
 # --- what app tests do through HTTP ----------------------------------------------------
@@ -106,6 +143,14 @@ def a_customer(name: str = "Ann Api", born: str = "1960-02-03") -> dict:
 def a_test(email: str, duration_ms: int = 60_000) -> dict:
     stop = int(time.time() * 1000) - 1000
     return {"email": email, "startTime": stop - duration_ms, "stopTime": stop, "totalSteps": 30}
+
+
+def forget_attempts(redis_client) -> None:
+    """Every login and sign-up counter (stedi/app/attempts.py): they live in Redis, for every
+    app process, so a test that counts attempts starts from zero."""
+    keys = list(redis_client.scan_iter(match="Attempts:*", count=1000))
+    if keys:
+        redis_client.delete(*keys)
 
 
 def forget_owner(redis_client, owner: str) -> None:
