@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import redis
 
 from stedi.stack.drivers import free_port
 from tests.background import Background
@@ -39,6 +40,7 @@ class AppServer:
             **env,
         }
         full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset it
+        forget_attempts_in(full_env)
         self.process = Background([sys.executable, "-m", "stedi.app"], full_env, log_path)
         self.process.wait_until(lambda: self._health() == ready_status, 30, "an answer on /health")
 
@@ -151,6 +153,23 @@ def forget_attempts(redis_client) -> None:
     keys = list(redis_client.scan_iter(match="Attempts:*", count=1000))
     if keys:
         redis_client.delete(*keys)
+
+
+def forget_attempts_in(env: dict) -> None:
+    """forget_attempts on the Redis `env` names, if one answers: an app server a test starts
+    counts from zero, as a process of its own did when the counters were in the process."""
+    client = redis.Redis(
+        host=env.get("REDIS_HOST") or "localhost",
+        port=int(env.get("REDIS_PORT") or 6379),
+        password=env.get("REDIS_PASSWORD") or None,
+        socket_connect_timeout=2,
+    )
+    try:
+        forget_attempts(client)
+    except redis.ConnectionError:
+        pass  # no Redis there (a test of the app without it): nothing to forget
+    finally:
+        client.close()
 
 
 def forget_owner(redis_client, owner: str) -> None:

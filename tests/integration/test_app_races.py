@@ -23,7 +23,6 @@ from tests.app_server import (
     a_customer,
     a_test,
     csrf_of,
-    forget_attempts,
     forget_owner,
     log_in,
     stored,
@@ -116,10 +115,9 @@ PROCESSES = pytest.mark.parametrize("processes", [1, 2], ids=["one process", "tw
 
 
 @pytest.fixture
-def app(stack, redis_client, processes, tmp_path):
+def app(stack, processes, tmp_path):
     """An app of its own for each test, of `processes` processes on one Redis; the limits'
     counters (in that Redis) start at zero."""
-    forget_attempts(redis_client)
     app = AppProcesses(processes, {}, tmp_path)
     yield app
     app.stop()
