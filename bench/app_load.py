@@ -40,6 +40,7 @@ from bench import app_clients, app_data, data
 from bench.app_servers import AppProcess, PrivateRedis
 from bench.latency import percentile
 from bench.machine import machine
+from bench.report import app_rows
 from bench.settings import BenchSettings
 from bench.topics import Topics, read_every_record
 from stedi.app.store import INDEXED
@@ -246,6 +247,7 @@ def main() -> None:
         if topics is not None:
             topics.delete_all()
     print(json.dumps(results, indent=2))
+    print("\n".join(app_rows(results["app"])), file=sys.stderr)
 
 
 if __name__ == "__main__":
