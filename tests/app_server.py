@@ -147,6 +147,20 @@ def a_test(email: str, duration_ms: int = 60_000) -> dict:
     return {"email": email, "startTime": stop - duration_ms, "stopTime": stop, "totalSteps": 30}
 
 
+def index_pass_done(redis_client, timeout: float = 30) -> None:
+    """Waits until the app's background index pass (stedi/app/reindex.py) has indexed every
+    member of User, Customer and RapidStepTest: each count in `Indexed` is its set's size."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = redis_client.hgetall("Indexed")
+        sizes = {k: redis_client.zcard(k) for k in ("User", "Customer", "RapidStepTest")}
+        busy = redis_client.exists("IndexPass", "UnindexedCustomers")
+        if not busy and all(int(counts.get(k.encode(), 0)) == n for k, n in sizes.items()):
+            return
+        assert time.monotonic() < deadline, f"the index pass did not finish: {counts} {sizes}"
+        time.sleep(0.05)
+
+
 def forget_attempts(redis_client) -> None:
     """Every login and sign-up counter (stedi/app/attempts.py): they live in Redis, for every
     app process, so a test that counts attempts starts from zero."""
