@@ -57,6 +57,7 @@ INDEXED = "Indexed"
 LEGACY_CLAIM = b"1"  # a UserEmail value from before it held the user's member
 SAMPLE_CUSTOMER = {"customerName": "Sam Test", "email": "sam.test@test.com",
                    "phone": "8015551212", "birthDay": "2001-01-03"}  # fmt: skip
+SCAN_COUNT = 1000  # members Redis looks at per ZSCAN call (its default, 10, is 100x the calls)
 WRITE_ATTEMPTS = 20  # a test write retried while other writes of its customer win the race
 _hasher = PasswordHasher()
 _hashing = BoundedPool()  # argon2 never on the event loop; a burst beyond its queue: Busy
@@ -306,7 +307,8 @@ class Store:
     async def _user_from_set(self, email: str) -> dict | None:
         """The first `User` member of `email` (ZSCAN with MATCH: Redis does the search, the
         app parses only the matches), then indexed for the next login."""
-        async for member, _ in self.client.zscan_iter(USER, match=member_pattern(email)):
+        pattern = member_pattern(email)
+        async for member, _ in self.client.zscan_iter(USER, match=pattern, count=SCAN_COUNT):
             user = user_of(member, email)
             if user is not None:
                 await self._index_users(keys=[USER_EMAIL], args=[email, member])
