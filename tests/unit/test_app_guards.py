@@ -253,3 +253,19 @@ def test_two_processes_start_no_more_simulations_than_the_cap_and_end_each_other
     assert answers.count("refused") == 5
     assert [s.running for s in state] == [False, True]
     assert len(stopped) == 2
+
+
+def test_a_slot_whose_process_stopped_renewing_it_is_free_after_its_time():
+    async def scenario():
+        server = fakeredis.FakeServer()
+        gone = SimulationSlots(fakeredis.FakeAsyncRedis(server=server), slot_seconds=0.2)
+        alive = SimulationSlots(fakeredis.FakeAsyncRedis(server=server), slot_seconds=0.2)
+        assert await gone.take("a@x.io", cap=1) == 1
+        refused = await alive.take("b@x.io", cap=1)
+        elsewhere = await alive.take("a@x.io", cap=1)
+        await asyncio.sleep(0.3)  # the first process died: it renews nothing
+        return refused, elsewhere, await alive.take("b@x.io", cap=1), await alive.state("a@x.io")
+
+    refused, elsewhere, taken, state = asyncio.run(scenario())
+    assert (refused, elsewhere, taken) == (-1, 2, 1)
+    assert state.running is False
