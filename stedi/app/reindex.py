@@ -157,6 +157,9 @@ class IndexPass:
             except RedisError as exc:
                 log.warning("index pass: Redis unavailable (%s): retrying", exc)
                 await asyncio.sleep(RETRY_SECONDS)
+            except Exception:  # the app serves on; the next start runs the pass again
+                log.exception("index pass failed")
+                return
 
     async def stop(self) -> None:
         if self.task is not None:
