@@ -41,12 +41,12 @@ $(SYSTEM_TEST): bin/system-deps
 $(VENV_RUN): pyproject.toml
 	@echo ">> Python environment in $(VENV)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --disable-pip-version-check -e '.[spark]'
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[spark,bench]'
 	@touch $@
 
 $(VENV_TEST): pyproject.toml $(VENV_RUN)
 	@echo ">> test tools into $(VENV)"
-	@$(PY) -m pip install -q --disable-pip-version-check -e '.[spark,test,dev]'
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[spark,bench,test,dev]'
 	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json

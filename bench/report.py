@@ -80,6 +80,62 @@ def pipeline_rows(pipe: dict | None) -> list[str]:
     return [*("| " + " | ".join(row) + " |" for row in rows), ""]
 
 
+def app_rows(app: dict | None) -> list[str]:
+    """The app section's own small table and a blank line; none when it did not run."""
+    if app is None:
+        return []
+
+    def spread(kind: str) -> str:
+        q = app[kind]
+        return f"{_n(q['p50_ms'])} / **{_n(q['p99_ms'])}** / {_n(q['max_ms'])}"
+
+    rows = [
+        [
+            f"the app: {_n(app['users'])} users, {_n(app['tests'])} tests, "
+            f"{app['processes']} processes, one Redis",
+            "",
+        ],
+        ["---", "---"],
+        ["launch to /health up, s (each process)", " / ".join(_n(s, 2) for s in app["start_s"])],
+        [
+            "index pass over the older data, s; /health's slowest answer meanwhile, ms",
+            f"{_n(app['index_pass_s'], 1)}; {_n(app['health_max_ms_during_pass'])}",
+        ],
+        [
+            "RSS per process, MiB: after start / after the pass / peak",
+            " / ".join(
+                ", ".join(_n(v) for v in app[k])
+                for k in ("rss_after_start_mb", "rss_after_index_pass_mb", "rss_peak_mb")
+            ),
+        ],
+        [
+            "login one after another, p50 / p99 / max, ms (argon2's own time)",
+            f"{spread('login_alone')} ({_n(app['argon2_ms'])})",
+        ],
+        [
+            f"under load: {app['clients']} caregivers, {_n(app['requests_per_s'])} requests/s",
+            "",
+        ],
+        ["login, p50 / p99 / max, ms", spread("login")],
+        ["timer page, p50 / p99 / max, ms", spread("timer_page")],
+        ["customer page, p50 / p99 / max, ms", spread("customer_page")],
+        ["test posted, p50 / p99 / max, ms", spread("post_test")],
+    ]
+    if "viewers" in app:
+        rows += [
+            [
+                "live graphs with every point / viewers (points)",
+                f"{app['viewers_with_every_point']} / {app['viewers']} ({app['points']})",
+            ],
+            [
+                "record to viewer, p50 / p99 / max, ms",
+                f"{_n(app['point_p50_ms'])} / **{_n(app['point_p99_ms'])}** / "
+                f"{_n(app['point_max_ms'])}",
+            ],
+        ]
+    return [*("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
 def table(results: dict) -> str:
     join, peer = results["join"], results["peer_join"]
     kafka, lat = results["kafka_limit"], results["latency"]
@@ -149,6 +205,7 @@ def table(results: dict) -> str:
             "",
             *risk_score_rows(results.get("risk_score")),
             *pipeline_rows(results.get("pipeline")),
+            *app_rows(results.get("app")),
             f"join / peer: **{_n(r['join_vs_peer'], 2)}x**; per record (marginal, peer / join): "
             f"**{_n(r.get('marginal_join_vs_peer'), 2)}x**; "
             f"join / Kafka consumer limit: **{_n(r['join_vs_kafka_consumer'], 3)}x**",

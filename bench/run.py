@@ -7,7 +7,8 @@ customers, on fresh topics: the join's and the peer's throughput with
 --available-now, Kafka's consumer limit and round trip, the risk-score job's
 throughput and state over BENCH_SCORE_TESTS rapid step tests (issue 15), the join's start-up and
 end-to-end latency as a stream at BENCH_LATENCY_RATE scores/s for
-BENCH_LATENCY_SECONDS, the driver's peak RSS, and the Redis source's throughput.
+BENCH_LATENCY_SECONDS, the driver's peak RSS, and the Redis source's throughput. Last, the
+app at a clinic network's scale (bench/app_load.py, issue 35).
 Writes build/bench/results.json (or BENCH_RESULTS) and prints a Markdown table.
 
 Uses the running local stack, or starts it and stops what it started.
@@ -21,6 +22,7 @@ import sys
 import time
 
 from bench import data
+from bench.app_load import run_app
 from bench.backlog import join_argv, marginal_s, peer_argv, run_backlog
 from bench.kafka_limit import consumer_limit, roundtrip
 from bench.latency import run_latency
@@ -94,6 +96,7 @@ def measure(settings: Settings, bench: BenchSettings, topics: Topics) -> dict:
         results["join"]["driver_peak_rss_mb"], stream["driver_peak_rss_mb"]
     )
     results["join_stream_driver_peak_rss_mb"] = stream["driver_peak_rss_mb"]
+    results["app"] = run_app(settings, bench, topics)
     results["ratios"] = ratios(results)
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return results

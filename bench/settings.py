@@ -43,6 +43,21 @@ class BenchSettings:
     pipeline_settle_seconds: int = field(
         default_factory=lambda: _int("BENCH_PIPELINE_SETTLE_SECONDS", 15)
     )
+    # The app section (issue 35): users and tests seeded in one Redis (as the app wrote them
+    # before issue 35, so its start runs the index pass), two app processes on it.
+    app_users: int = field(default_factory=lambda: _int("BENCH_APP_USERS", 100_000))
+    app_tests: int = field(default_factory=lambda: _int("BENCH_APP_TESTS", 1_000_000))
+    # Caregivers at once, loading pages and posting tests a think time apart on average, for
+    # this long; meanwhile logins at this rate a second, each a new browser.
+    app_clients: int = field(default_factory=lambda: _int("BENCH_APP_CLIENTS", 50))
+    app_load_seconds: int = field(default_factory=lambda: _int("BENCH_APP_LOAD_SECONDS", 30))
+    app_think_ms: int = field(default_factory=lambda: _int("BENCH_APP_THINK_MS", 500))
+    app_login_rate: float = field(default_factory=lambda: env_float("BENCH_APP_LOGIN_RATE", 2.0))
+    # Live graphs open at once (10 per login, as a browser's tabs), and the points written to
+    # the graph's topic for them, at this rate. 0 viewers: no viewers, and no Kafka needed.
+    app_viewers: int = field(default_factory=lambda: env_int("BENCH_APP_VIEWERS", 300))
+    app_points: int = field(default_factory=lambda: _int("BENCH_APP_POINTS", 100))
+    app_point_rate: int = field(default_factory=lambda: _int("BENCH_APP_POINT_RATE", 10))
     # Longest wait for one Spark run before it counts as failed.
     timeout_s: int = field(default_factory=lambda: _int("BENCH_TIMEOUT", 1800))
     results: Path = field(

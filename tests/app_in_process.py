@@ -73,6 +73,11 @@ class InProcessApp:
         )
 
 
+def index_pass_done(test_client: TestClient) -> bool:
+    task = test_client.app.state.index_pass.task
+    return task is not None and task.done()
+
+
 @contextlib.contextmanager
 def app_in_process(
     server: fakeredis.FakeServer | None = None, **settings_changes
@@ -102,6 +107,10 @@ def app_in_process(
         # The first start runs in the background; /health says up once it is done.
         while test_client.get("/health").status_code != 200:
             assert time.monotonic() < deadline, "the app's first start did not finish"
+            time.sleep(0.01)
+        # Then the index pass (older data, in the background): tests read its result.
+        while not index_pass_done(test_client):
+            assert time.monotonic() < deadline, "the index pass did not finish"
             time.sleep(0.01)
         assert redis.hexists("CustomerOwner", SAMPLE_CUSTOMER["email"])
         yield InProcessApp(test_client, redis, publisher)

@@ -6,15 +6,18 @@ app of tests/app_in_process.py."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
+import secrets
 import sys
 import time
 import uuid
 from pathlib import Path
 
 import httpx
+import redis
 
 from stedi.stack.drivers import free_port
 from tests.background import Background
@@ -37,6 +40,7 @@ class AppServer:
             **env,
         }
         full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset it
+        forget_attempts_in(full_env)
         self.process = Background([sys.executable, "-m", "stedi.app"], full_env, log_path)
         self.process.wait_until(lambda: self._health() == ready_status, 30, "an answer on /health")
 
@@ -46,12 +50,47 @@ class AppServer:
         except httpx.HTTPError:
             return None
 
+    @property
+    def urls(self) -> list[str]:
+        return [self.url]
+
     def client(self) -> httpx.Client:
         """A browser of its own (cookies) on this server; redirects are not followed."""
         return httpx.Client(base_url=self.url, timeout=10)
 
     def stop(self) -> None:
         self.process.stop()
+
+
+class AppProcesses:
+    """`count` app processes on one Redis, one secret key, served as one app: each new
+    client (each `url` asked for) goes to the next process in turn, as behind a balancer."""
+
+    def __init__(self, count: int, env: dict, log_dir: Path):
+        self.env = {"STEDI_SECRET_KEY": secrets.token_urlsafe(32), **env}
+        self.servers: list[AppServer] = []
+        try:
+            for i in range(count):
+                self.servers.append(AppServer(self.env, log_dir / f"app-{i}.log"))
+        except BaseException:
+            self.stop()
+            raise
+        self.turn = itertools.count()
+
+    @property
+    def url(self) -> str:
+        return self.servers[next(self.turn) % len(self.servers)].url
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.url for s in self.servers]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10)
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
 
 
 # --- what app tests do through HTTP ----------------------------------------------------
@@ -106,6 +145,45 @@ def a_customer(name: str = "Ann Api", born: str = "1960-02-03") -> dict:
 def a_test(email: str, duration_ms: int = 60_000) -> dict:
     stop = int(time.time() * 1000) - 1000
     return {"email": email, "startTime": stop - duration_ms, "stopTime": stop, "totalSteps": 30}
+
+
+def index_pass_done(redis_client, timeout: float = 30) -> None:
+    """Waits until the app's background index pass (stedi/app/reindex.py) has indexed every
+    member of User, Customer and RapidStepTest: each count in `Indexed` is its set's size."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = redis_client.hgetall("Indexed")
+        sizes = {k: redis_client.zcard(k) for k in ("User", "Customer", "RapidStepTest")}
+        busy = redis_client.exists("IndexPass", "UnindexedCustomers")
+        if not busy and all(int(counts.get(k.encode(), 0)) == n for k, n in sizes.items()):
+            return
+        assert time.monotonic() < deadline, f"the index pass did not finish: {counts} {sizes}"
+        time.sleep(0.05)
+
+
+def forget_attempts(redis_client) -> None:
+    """Every login and sign-up counter (stedi/app/attempts.py): they live in Redis, for every
+    app process, so a test that counts attempts starts from zero."""
+    keys = list(redis_client.scan_iter(match="Attempts:*", count=1000))
+    if keys:
+        redis_client.delete(*keys)
+
+
+def forget_attempts_in(env: dict) -> None:
+    """forget_attempts on the Redis `env` names, if one answers: an app server a test starts
+    counts from zero, as a process of its own did when the counters were in the process."""
+    client = redis.Redis(
+        host=env.get("REDIS_HOST") or "localhost",
+        port=int(env.get("REDIS_PORT") or 6379),
+        password=env.get("REDIS_PASSWORD") or None,
+        socket_connect_timeout=2,
+    )
+    try:
+        forget_attempts(client)
+    except redis.ConnectionError:
+        pass  # no Redis there (a test of the app without it): nothing to forget
+    finally:
+        client.close()
 
 
 def forget_owner(redis_client, owner: str) -> None:

@@ -2,22 +2,25 @@
 
 The signed cookie holds a CSRF token and, once logged in, a session id whose hash Redis
 keeps for the session's lifetime: logout deletes it, so a copied cookie stops working.
-Failed logins are counted before the argon2 check (stedi/app/limits.py), per account,
-client address and device cookie.
+Failed logins are counted before the argon2 check, in Redis for every app process
+(stedi/app/attempts.py), per account, client address and device cookie.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import time
 
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from stedi.app import validation
+from stedi.app.attempts import LoginLimits
 from stedi.app.devices import DEVICE_COOKIE, DEVICE_SECONDS
 from stedi.app.http import client_address, is_api, page, read_form
-from stedi.app.limits import LoginLimits
 from stedi.app.validation import InvalidInput
 from stedi.config import Settings
 
@@ -94,7 +97,7 @@ async def login_page(request: Request):
     account = email.lower()
     device = state.devices.device(request.cookies.get(DEVICE_COOKIE), account)
     # Counted now, before the awaited check: a burst cannot run more checks than the limit.
-    reserved = limits.reserve(account, client_address(request), device)
+    reserved = await limits.reserve(account, client_address(request), device)
     if reserved is None:
         message = wait_message("failed logins", settings)
         return page(request, "login.html", 429, error=message, email=email)
@@ -104,9 +107,12 @@ async def login_page(request: Request):
             return page(request, "login.html", 401, error="Wrong email or password.", email=email)
         session_id = await state.store.new_session(email, settings.session_seconds)
     except BaseException:
-        limits.refund(reserved)  # never checked (argon2 busy, Redis away): not a failure
+        # Never checked (argon2 busy, Redis away): not a failure. Without Redis, the counter
+        # ends with its window.
+        with contextlib.suppress(RedisError):
+            await asyncio.shield(limits.refund(reserved))
         raise
-    limits.refund(reserved)
+    await limits.refund(reserved)
     request.session.clear()  # a fresh session (and CSRF token) at login
     request.session.update(sid=session_id, since=int(time.time()))
     response = RedirectResponse("/timer", status_code=303)
@@ -132,7 +138,7 @@ async def signup_page(request: Request):
     except InvalidInput as exc:
         shown = form.get("email", "")[: validation.MAX_EMAIL]
         return page(request, "signup.html", 400, error=str(exc), email=shown)
-    if not request.app.state.signup_limit.reserve(client_address(request)):
+    if not await request.app.state.signup_limit.reserve(client_address(request)):
         message = wait_message("sign-ups", request.app.state.settings)
         return page(request, "signup.html", 429, error=message, email=fields[1])
     # The same answer, after the same argon2 hash, whether or not the email was free:

@@ -2,18 +2,11 @@
 
 The body limit is ASGI middleware, so it holds before any handler parses a
 byte: a declared Content-Length above the limit is refused at once, and a body
-sent without one (chunked) is cut off once it passes the limit.
-
-Attempts are reserved before the awaited password check and refunded on success:
-a check, once reserved, is already counted, so no burst runs more checks than
-the limit, however many requests arrive at once (the event loop runs the check
-and the count without an await between them).
+sent without one (chunked) is cut off once it passes the limit. The login and
+sign-up attempts are counted in Redis, for every app process (stedi/app/attempts.py).
 """
 
 from __future__ import annotations
-
-import time
-from collections import OrderedDict
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
@@ -29,7 +22,6 @@ LOGIN_WINDOW_SECONDS = 300
 LOGIN_FAILURES_PER_ACCOUNT = 5
 LOGIN_FAILURES_PER_CLIENT = 20
 LOGIN_FAILURES_PER_DEVICE = 5
-TRACKED_KEYS = 100_000  # memory bound: the oldest counters go first
 
 
 class BodyLimit:
@@ -59,88 +51,6 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited_receive, send)
-
-
-class LoginLimiter:
-    """Counts failed logins in fixed windows, per key (an account or a client address)."""
-
-    def __init__(self, limit: int, window: float = LOGIN_WINDOW_SECONDS, clock=time.monotonic):
-        self.limit, self.window, self.clock = limit, window, clock
-        self.failures: OrderedDict[str, tuple[float, int]] = OrderedDict()
-        self.refused = 0  # attempts refused since start (429), for /metrics
-
-    def _current(self, key: str) -> int:
-        started, count = self.failures.get(key, (0.0, 0))
-        if self.clock() - started >= self.window:
-            self.failures.pop(key, None)
-            return 0
-        return count
-
-    def blocked(self, key: str) -> bool:
-        return self._current(key) >= self.limit
-
-    def failed(self, key: str) -> None:
-        count = self._current(key)
-        started = self.failures[key][0] if count else self.clock()
-        self.failures[key] = (started, count + 1)
-        self.failures.move_to_end(key)
-        while len(self.failures) > TRACKED_KEYS:
-            self.failures.popitem(last=False)
-
-    def succeeded(self, key: str) -> None:
-        self.failures.pop(key, None)
-
-    def reserve(self, key: str) -> bool:
-        """Counts an attempt now, before it is checked; False (nothing counted) when the
-        limit is reached."""
-        if self.blocked(key):
-            self.refused += 1
-            return False
-        self.failed(key)
-        return True
-
-    def refund(self, key: str) -> None:
-        """Gives back an attempt `reserve` counted (it succeeded, or never ran)."""
-        count = self._current(key)
-        if count > 1:
-            self.failures[key] = (self.failures[key][0], count - 1)
-        else:
-            self.failures.pop(key, None)
-
-
-class LoginLimits:
-    """OWASP's device cookies: a browser that logged in to an account before carries a
-    signed cookie naming it, and its failures count against that cookie alone. Every
-    other attempt counts against the account and the client address, which someone else
-    can exhaust; the returning user's browser still gets its own attempts."""
-
-    def __init__(self, window: float = LOGIN_WINDOW_SECONDS, clock=time.monotonic):
-        self.account = LoginLimiter(LOGIN_FAILURES_PER_ACCOUNT, window, clock)
-        self.client = LoginLimiter(LOGIN_FAILURES_PER_CLIENT, window, clock)
-        self.device = LoginLimiter(LOGIN_FAILURES_PER_DEVICE, window, clock)
-        # Since start, for /metrics: wrong passwords (401) and attempts refused (429).
-        self.wrong_passwords = 0
-        self.refused = 0
-
-    def reserve(
-        self, account: str, client: str, device: str | None
-    ) -> list[tuple[LoginLimiter, str]] | None:
-        """The counters one attempt took, to refund on success; None: refused (429)."""
-        if device is not None:
-            keys = [(self.device, device)]
-        else:
-            keys = [(self.account, account), (self.client, client)]
-        if any(limiter.blocked(key) for limiter, key in keys):
-            self.refused += 1
-            return None
-        for limiter, key in keys:
-            limiter.reserve(key)
-        return keys
-
-    @staticmethod
-    def refund(keys: list[tuple[LoginLimiter, str]]) -> None:
-        for limiter, key in keys:
-            limiter.refund(key)
 
 
 # Every page's answer carries these. The pages load scripts and styles from /static only.
@@ -177,4 +87,4 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-MAX_STREAMS = 200  # live graphs open at once, all users together
+MAX_STREAMS = 200  # live graphs open at once in one app process, all users together

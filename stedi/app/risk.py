@@ -56,6 +56,12 @@ def risk_score(tests: Iterable[StepTest]) -> Risk | None:
     return Risk(float(score), recent[-1].stop_ms)
 
 
+def most_recent(tests: Iterable[StepTest]) -> list[StepTest]:
+    """The MIN_TESTS most recent of `tests` by stop time, oldest first, each test once: all
+    that `risk_score` reads, so a customer's risk is kept with these alone."""
+    return sorted(set(tests), key=lambda t: (t.stop_ms, t.duration_ms))[-MIN_TESTS:]
+
+
 def risk_after_each(tests: Iterable[StepTest]) -> list[tuple[StepTest, Risk | None]]:
     """Each test, in stop order, with the risk the app computes when it stores the tests in
     that order: the score from the four most recent up to it (None before the fourth)."""

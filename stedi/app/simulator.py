@@ -12,6 +12,7 @@ until the app stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -20,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from redis.exceptions import RedisError
 
 from stedi.app.risk import Risk, next_duration_ms
+from stedi.app.simulation_slots import ELSEWHERE, FULL, SimulationSlots, SimulationState
 from stedi.app.store import Store
 
 log = logging.getLogger("stedi.app.simulator")
@@ -210,8 +212,8 @@ class Simulator:
             )
 
 
-MAX_RUNNING = 20  # simulations at once, all users together: each one writes a test every 2 s
-REAP_SECONDS = 1.0  # how often the app looks for simulations to end
+MAX_RUNNING = 20  # simulations at once, all users and app processes together: a test every 2 s
+REAP_SECONDS = 1.0  # how often a process looks for simulations to end and renews their slots
 
 
 class TooManySimulations(Exception):
@@ -219,70 +221,110 @@ class TooManySimulations(Exception):
 
 
 class Simulations:
-    """Every user's simulator, made on first use; at most MAX_RUNNING run at once."""
+    """This process's simulators, made on first use, under one cap for every app process:
+    at most MAX_RUNNING run at once, counted in Redis (stedi/app/simulation_slots.py)."""
 
     def __init__(
-        self, store: Store, publish: Publish, speed: float = 1.0, max_seconds: float = 4 * 3600
+        self,
+        store: Store,
+        publish: Publish,
+        slots: SimulationSlots,
+        speed: float = 1.0,
+        max_seconds: float = 4 * 3600,
     ):
-        self.store, self.publish, self.speed = store, publish, speed
+        self.store, self.publish, self.slots, self.speed = store, publish, slots, speed
         self.max_seconds = max_seconds
         self.by_owner: dict[str, Simulator] = {}
-        self.starting: set[str] = set()  # owners whose activation holds a slot, not yet running
 
     def of(self, owner: str) -> Simulator:
         if owner not in self.by_owner:
             self.by_owner[owner] = Simulator(self.store, self.publish, self.speed, owner=owner)
         return self.by_owner[owner]
 
-    def _holding_slots(self) -> set[str]:
-        return {o for o, s in self.by_owner.items() if s.running} | self.starting
+    def _running_here(self) -> dict[str, Simulator]:
+        return {o: s for o, s in self.by_owner.items() if s.running}
 
     def running(self) -> int:
-        return len(self._holding_slots())
+        """Simulations running in this process."""
+        return len(self._running_here())
 
-    async def activate(self, owner: str) -> Simulator:
-        simulator = self.of(owner)
-        reserved = owner not in self._holding_slots()
-        if reserved:
-            # The slot is taken before the first await: a burst of switch-ons cannot pass
-            # the cap while the customers are being created.
-            if self.running() >= MAX_RUNNING:
-                raise TooManySimulations(
-                    f"{MAX_RUNNING} simulations are running already: try again later."
-                )
-            self.starting.add(owner)
+    async def state(self, owner: str) -> SimulationState:
+        """The owner's simulation, in this process or another."""
+        simulator = self.by_owner.get(owner)
+        if simulator is not None and simulator.running:
+            return SimulationState(True, simulator.tests_run)
+        return await self.slots.state(owner)
+
+    async def activate(self, owner: str) -> None:
+        # The slot is taken, in Redis, before the customers are created: a burst of
+        # switch-ons on any number of processes cannot pass the cap.
+        taken = await self.slots.take(owner, MAX_RUNNING)
+        if taken == FULL:
+            raise TooManySimulations(
+                f"{MAX_RUNNING} simulations are running already: try again later."
+            )
+        if taken == ELSEWHERE:
+            return  # another app process runs it
         try:
-            await simulator.activate()
-        finally:
-            if reserved:
-                self.starting.discard(owner)  # running now, or failed: the slot is its task's
-        return simulator
+            await self.of(owner).activate()
+        except BaseException:
+            with contextlib.suppress(RedisError):
+                await asyncio.shield(self.slots.release(owner))
+            raise
 
-    def start_operator(self, owner: str) -> None:
-        """STEDI_SIMULATE=1's simulation: it runs until the app stops."""
+    async def stop(self, owner: str) -> None:
+        """The owner's switch-off, in whichever process runs the simulation."""
+        simulator = self.by_owner.get(owner)
+        if simulator is not None and simulator.running:
+            await self._stop_here(owner)
+        else:
+            await self.slots.release(owner, anywhere=True)
+
+    async def _stop_here(self, owner: str) -> None:
+        await self.by_owner[owner].stop()
+        await self.slots.release(owner)
+
+    async def start_operator(self, owner: str) -> None:
+        """STEDI_SIMULATE=1's simulation: it runs until the app stops, in one app process."""
+        if await self.slots.take(owner, 0, operator=True) == ELSEWHERE:
+            log.info("the simulation of %s runs in another app process", owner)
+            return
         simulator = self.of(owner)
         simulator.operator = True
         simulator.start()
 
     async def end_if_unattended(self, owner: str) -> None:
-        """Stops the owner's simulation when they have no login session left."""
+        """Stops the owner's simulation when they have no login session left, here or (by
+        its slot) in the process that runs it."""
         simulator = self.by_owner.get(owner)
-        if simulator and simulator.running and not simulator.operator:
-            if not await self.store.has_session(owner):
-                log.info("simulation of %s ends with its owner's last session", owner)
-                await simulator.stop()
+        if simulator is not None and simulator.operator:
+            return
+        if await self.store.has_session(owner):
+            return
+        if simulator is not None and simulator.running:
+            log.info("simulation of %s ends with its owner's last session", owner)
+            await self._stop_here(owner)
+        else:
+            await self.slots.release(owner, anywhere=True)
 
     async def reap(self) -> None:
-        """Ends the simulations that ran STEDI_SIM_MAX_SECONDS or outlived their owner's
-        last session (an expiry, which no request reports)."""
-        for owner, simulator in list(self.by_owner.items()):
-            if not simulator.running or simulator.operator:
+        """Ends this process's simulations that ran STEDI_SIM_MAX_SECONDS, outlived their
+        owner's last session (an expiry, which no request reports) or were ended by another
+        process; renews the slots of the others."""
+        for owner, simulator in self._running_here().items():
+            if simulator.operator:
                 continue
             if time.monotonic() - simulator.started >= self.max_seconds:
                 log.info("simulation of %s ends after %g s", owner, self.max_seconds)
-                await simulator.stop()
-            else:
-                await self.end_if_unattended(owner)
+                await self._stop_here(owner)
+            elif not await self.store.has_session(owner):
+                log.info("simulation of %s ends with its owner's last session", owner)
+                await self._stop_here(owner)
+        running = self._running_here()
+        lost = await self.slots.renew({o: s.tests_run for o, s in running.items()})
+        for owner in lost:
+            log.info("simulation of %s was ended in another app process", owner)
+            await running[owner].stop()
 
     async def reap_forever(self) -> None:
         while True:
@@ -296,5 +338,9 @@ class Simulations:
         return sorted({s.error for s in self.by_owner.values() if s.error})
 
     async def stop_all(self) -> None:
-        for simulator in self.by_owner.values():
+        for owner, simulator in self.by_owner.items():
+            running = simulator.running
             await simulator.stop()
+            if running:
+                with contextlib.suppress(RedisError):  # Redis away: the slot expires
+                    await self.slots.release(owner)

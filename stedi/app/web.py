@@ -29,19 +29,22 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from stedi.app import history, validation
+from stedi.app.attempts import Attempts, LoginLimits, SignupLimit
 from stedi.app.auth import current_user, login_page, login_required, logout, signup_page
 from stedi.app.devices import DeviceCookies
 from stedi.app.errors import EXCEPTION_HANDLERS
 from stedi.app.first_start import prepare_redis
 from stedi.app.http import HERE, json_body, page, read_form
 from stedi.app.kafka_io import GRAPH_ROUND, RiskFeed
-from stedi.app.limits import MAX_STREAMS, BodyLimit, LoginLimiter, LoginLimits, SecurityHeaders
+from stedi.app.limits import MAX_STREAMS, BodyLimit, SecurityHeaders
 from stedi.app.metrics import metrics, registry_for
 from stedi.app.pipeline_status import PipelineStatus
+from stedi.app.reindex import IndexPass
 from stedi.app.risk import Risk, risk_event, risk_record
 from stedi.app.services import Services, connect
+from stedi.app.simulation_slots import SimulationSlots
 from stedi.app.simulator import Simulations
-from stedi.app.store import CustomerQuota, Store
+from stedi.app.store import CustomerQuota, Store, adopter
 from stedi.app.validation import InvalidInput
 from stedi.config import Settings
 
@@ -71,7 +74,7 @@ async def timer_page(request: Request):
     latest = await store.latest_tests([c["email"] for c in customers])
     # The switch comes with its state: a click before timer.js's first refresh must not be
     # undone by it.
-    simulation = request.app.state.simulations.of(request.state.user)
+    simulation = await request.app.state.simulations.state(request.state.user)
     return page(
         request,
         "timer.html",
@@ -191,9 +194,9 @@ async def api_simulation(request: Request):
         if active:
             await simulations.activate(user)
         else:
-            await simulations.of(user).stop()
-    simulator = simulations.of(user)
-    return JSONResponse({"active": simulator.running, "testsRun": simulator.tests_run})
+            await simulations.stop(user)
+    state = await simulations.state(user)
+    return JSONResponse({"active": state.running, "testsRun": state.tests_run})
 
 
 @login_required
@@ -222,6 +225,8 @@ async def health(request: Request):
     if not redis_ok:
         problems.insert(0, "Redis unavailable: retrying")
     body = {"status": status, "redis": redis_ok, "problems": problems}
+    if state.index_pass.progress:  # the one-time pass over older data (stedi/app/reindex.py)
+        body["indexing"] = state.index_pass.progress
     return JSONResponse(body, status_code=status_code)
 
 
@@ -296,15 +301,20 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             publisher.publish(*risk_event(email, risk))
 
         simulations = Simulations(
-            store, publish_risk, speed=settings.sim_speed, max_seconds=settings.sim_max_seconds
+            store,
+            publish_risk,
+            SimulationSlots(used.redis),
+            speed=settings.sim_speed,
+            max_seconds=settings.sim_max_seconds,
         )
         app.state.settings, app.state.store, app.state.simulations = settings, store, simulations
         app.state.publisher, app.state.feed, app.state.quality = publisher, feed, used.quality
         app.state.publish_risk = publish_risk
-        app.state.login_limits = LoginLimits(settings.login_window_seconds)
-        app.state.signup_limit = LoginLimiter(
-            settings.signups_per_client, settings.login_window_seconds
-        )
+        # Counted in Redis: every app process on it enforces the same limits.
+        attempts = Attempts(used.redis, settings.login_window_seconds)
+        app.state.login_limits = LoginLimits(attempts)
+        app.state.signup_limit = SignupLimit(attempts, settings.signups_per_client)
+        app.state.index_pass = IndexPass(store, adopter(settings.admin_user))
         app.state.devices = DeviceCookies(secret)
         app.state.metrics = registry_for(app.state)
         app.state.pipeline_status = PipelineStatus.of(settings)
@@ -319,10 +329,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             shutdown.push_async_callback(simulations.stop_all)
             # In the background: the app serves (and says Redis is down) while Redis is away.
             prepare_task = asyncio.create_task(
-                prepare_redis(store, settings, simulations), name="prepare-redis"
+                prepare_redis(store, settings, simulations, app.state.index_pass),
+                name="prepare-redis",
             )
             app.state.prepared = prepare_task  # /health says "starting" until it is done
             reaper_task = asyncio.create_task(simulations.reap_forever(), name="simulation-reaper")
+            shutdown.push_async_callback(app.state.index_pass.stop)
             # First at shutdown, so neither can start a simulation while the others stop.
             shutdown.push_async_callback(cancel_and_wait, prepare_task, reaper_task)
             feed.start()

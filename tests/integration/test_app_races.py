@@ -1,9 +1,11 @@
 """The app under concurrent abuse, over real HTTP against real Redis and Kafka: the six
 failures of issue 20, each reproduced (threads through a barrier, forged
 X-Forwarded-For, another client's failed logins, a test posted again, a restart),
-with /health answering within 1 s throughout."""
+with /health answering within 1 s throughout; each against one app process and against
+two on one Redis (issue 35), whose clients take turns between them."""
 
 import contextlib
+import itertools
 import json
 import threading
 import time
@@ -15,7 +17,16 @@ import pytest
 
 from stedi.app.limits import LOGIN_FAILURES_PER_ACCOUNT, LOGIN_FAILURES_PER_CLIENT
 from stedi.app.simulator import MAX_RUNNING
-from tests.app_server import AppServer, a_customer, a_test, csrf_of, forget_owner, log_in, stored
+from tests.app_server import (
+    AppProcesses,
+    AppServer,
+    a_customer,
+    a_test,
+    csrf_of,
+    forget_owner,
+    log_in,
+    stored,
+)
 from tests.stack_support import TopicReader, create_topics
 
 pytestmark = pytest.mark.integration
@@ -26,13 +37,13 @@ PASSWORD = "a long enough password"
 
 @contextlib.contextmanager
 def health_within_a_second(app):
-    """Asks /health every 0.1 s while the block runs; fails on an answer that is not 200
-    or takes longer than HEALTH_SECONDS."""
+    """Asks each process's /health every 0.1 s while the block runs; fails on an answer
+    that is not 200 or takes longer than HEALTH_SECONDS."""
     done, slow = threading.Event(), []
     answers = []
 
-    def watch():
-        with httpx.Client(base_url=app.url) as client:
+    def watch(url: str):
+        with httpx.Client(base_url=url) as client:
             while True:  # at least once, however short the block
                 started = time.monotonic()
                 try:
@@ -46,13 +57,15 @@ def health_within_a_second(app):
                 if done.wait(0.1):
                     return
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    watchers = [threading.Thread(target=watch, args=(url,), daemon=True) for url in app.urls]
+    for watcher in watchers:
+        watcher.start()
     try:
         yield
     finally:
         done.set()
-        watcher.join()
+        for watcher in watchers:
+            watcher.join()
     assert answers and slow == []
 
 
@@ -98,13 +111,20 @@ def all_at_once(count: int, prepare, act) -> list:
         return list(pool.map(run, range(count)))
 
 
+PROCESSES = pytest.mark.parametrize("processes", [1, 2], ids=["one process", "two processes"])
+
+
 @pytest.fixture
-def app(stack, start_app):
-    """An app of its own for each test: the limits' counters start at zero."""
-    return start_app()
+def app(stack, processes, tmp_path):
+    """An app of its own for each test, of `processes` processes on one Redis; the limits'
+    counters (in that Redis) start at zero."""
+    app = AppProcesses(processes, {}, tmp_path)
+    yield app
+    app.stop()
 
 
 # 1. Burst guessing ----------------------------------------------------------------------------
+@PROCESSES
 def test_sixty_simultaneous_wrong_logins_check_no_more_passwords_than_the_limit(app):
     email = account(app)
     with health_within_a_second(app):
@@ -126,6 +146,7 @@ def wrong_logins_from_made_up_addresses(app, count: int) -> list[int]:
     return codes
 
 
+@PROCESSES
 def test_x_forwarded_for_is_believed_only_from_the_trusted_proxy(app, stack, tmp_path):
     with health_within_a_second(app):
         codes = wrong_logins_from_made_up_addresses(app, 40)
@@ -143,6 +164,7 @@ def test_x_forwarded_for_is_believed_only_from_the_trusted_proxy(app, stack, tmp
 
 
 # 3. Everyone locked out -----------------------------------------------------------------------
+@PROCESSES
 def test_a_returning_user_logs_in_after_another_clients_hundred_failed_logins(app):
     email = account(app)
     browser, _ = log_in(app, email, PASSWORD)  # a login before: the browser is known
@@ -164,6 +186,7 @@ def test_a_returning_user_logs_in_after_another_clients_hundred_failed_logins(ap
 
 
 # 4 and 5. The simulation cap races; slots never come back ------------------------------------
+@PROCESSES
 def test_thirty_simultaneous_switch_ons_start_twenty_and_logouts_free_the_slots(app, redis_client):
     users = [account(app) for _ in range(30)]
     sessions = []
@@ -206,30 +229,34 @@ def test_thirty_simultaneous_switch_ons_start_twenty_and_logouts_free_the_slots(
 
 # 6. One test, two truths ----------------------------------------------------------------------
 @pytest.fixture
-def events_app(stack, unique, tmp_path):
+def events_app(stack, unique, processes, tmp_path):
     topic = f"stedi-events-races-{unique}"
     create_topics(stack, topic)
-    env = {"STEDI_EVENTS_TOPIC": topic}
-    server = AppServer(env, tmp_path / "app.log")
-    server.env, server.events_topic = env, topic
-    yield server
-    server.stop()
+    app = AppProcesses(processes, {"STEDI_EVENTS_TOPIC": topic}, tmp_path)
+    app.events_topic = topic
+    yield app
+    app.stop()
 
 
+@PROCESSES
 def test_a_test_posted_four_times_is_stored_once_and_scores_alike_after_a_restart(
     events_app, stack, redis_client, tmp_path
 ):
     app = events_app
     reader = TopicReader(stack, app.events_topic)
     email = account(app)
-    client, token = log_in(app, email, PASSWORD)
+    # A session on each process: the posts take turns between them.
+    sessions = [log_in(app, email, PASSWORD) for _ in app.servers]
+    client, token = sessions[0]
     headers = {"X-CSRF-Token": token}
     customer = a_customer("Ida Idem")
     assert client.post("/api/customers", json=customer, headers=headers).status_code == 201
     test = a_test(customer["email"], duration_ms=70_000)
+    turns = itertools.count()
 
     def post(body) -> httpx.Response:
-        response = client.post("/api/tests", json=body, headers=headers)
+        poster, token = sessions[next(turns) % len(sessions)]
+        response = poster.post("/api/tests", json=body, headers={"X-CSRF-Token": token})
         assert response.status_code == 201
         return response
 
@@ -255,7 +282,8 @@ def test_a_test_posted_four_times_is_stored_once_and_scores_alike_after_a_restar
     assert [json.loads(r.value)["score"] for r in records] == [score]
 
     app.stop()
-    restarted = AppServer(app.env, tmp_path / "restarted.log")
+    (tmp_path / "restarted").mkdir()
+    restarted = AppProcesses(len(app.servers), app.env, tmp_path / "restarted")
     try:
         with health_within_a_second(restarted):
             client, token = log_in(restarted, email, PASSWORD)

@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EVENTS, CUSTOMERS, LATENCY_SECONDS, LATENCY_RATE = 300, 30, 5, 100
 # 400 = 30 x 13 + 10: 10 customers take 14 tests (11 scores each), 20 take 13 (10 each).
 SCORE_TESTS, SCORES = 400, 10 * 11 + 20 * 10
+APP_USERS, APP_TESTS, APP_VIEWERS, APP_POINTS = 10_000, 50_000, 20, 10
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,13 @@ def bench_run(stack, tmp_path_factory):
         # The peer's 800 state store instances (Spark's default 200 partitions) are what
         # took longest here, for 300 records: shapes are checked, not speed.
         "BENCH_PEER_SHUFFLE_PARTITIONS": "2",
+        # The app section at issue 35's small scale, briefly.
+        "BENCH_APP_USERS": str(APP_USERS),
+        "BENCH_APP_TESTS": str(APP_TESTS),
+        "BENCH_APP_CLIENTS": "10",
+        "BENCH_APP_LOAD_SECONDS": "5",
+        "BENCH_APP_VIEWERS": str(APP_VIEWERS),
+        "BENCH_APP_POINTS": str(APP_POINTS),
     }
     run = subprocess.run(
         [sys.executable, "-m", "bench.run"],
@@ -181,3 +189,25 @@ def test_the_run_deletes_the_topics_it_made(stack, bench_run):
     finally:
         admin.close()
     assert left == []
+
+
+@pytest.mark.timeout(1800)
+def test_the_app_section_measures_two_processes_on_the_seeded_redis(bench_run):
+    results, table = bench_run
+    app = results["app"]
+    assert (app["users"], app["tests"], app["customers"]) == (APP_USERS, APP_TESTS, 1000)
+    assert app["processes"] == len(app["start_s"]) == 2 and all(s > 0 for s in app["start_s"])
+    assert app["index_pass_s"] >= 0 and app["health_max_ms_during_pass"] >= 0
+    for kind in ("login_alone", "login", "timer_page", "customer_page", "post_test"):
+        figures = app[kind]
+        assert figures["count"] > 0, kind
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"], kind
+    assert app["login"]["count"] == 5 * 2  # BENCH_APP_LOGIN_RATE's 2 a second for 5 s
+    assert app["argon2_ms"] > 0 and app["requests_per_s"] > 0
+    # Every live graph got every point, each timed from its record.
+    assert (app["viewers"], app["points"]) == (APP_VIEWERS, APP_POINTS)
+    assert app["viewers_with_every_point"] == APP_VIEWERS and app["viewer_errors"] == []
+    assert 0 < app["point_p50_ms"] <= app["point_p99_ms"] <= app["point_max_ms"]
+    started, peaks = app["rss_after_start_mb"], app["rss_peak_mb"]
+    assert all(0 < m <= p for m, p in zip(started, peaks, strict=True))
+    assert f"the app: {APP_USERS:,} users, {APP_TESTS:,} tests, 2 processes" in table

@@ -8,13 +8,13 @@ import threading
 from datetime import date
 from types import SimpleNamespace
 
+import fakeredis
 import pytest
 from redis.exceptions import RedisError
 
 from stedi.app import store as store_module
 from stedi.app import validation
 from stedi.app.kafka_io import RiskFeed
-from stedi.app.limits import LoginLimiter
 from stedi.app.risk import Risk
 from stedi.app.simulator import (
     CUSTOMERS_PER_ACTIVATION,
@@ -123,20 +123,6 @@ def test_signup_fields_have_limits():
             validation.signup(fields)
 
 
-def test_a_login_limiter_blocks_after_the_limit_until_the_window_passes():
-    now = [0.0]
-    limiter = LoginLimiter(3, window=60, clock=lambda: now[0])
-    for _ in range(3):
-        assert not limiter.blocked("a@x.io")
-        limiter.failed("a@x.io")
-    assert limiter.blocked("a@x.io") and not limiter.blocked("b@x.io")
-    now[0] = 61
-    assert not limiter.blocked("a@x.io")
-    limiter.failed("a@x.io")
-    limiter.succeeded("a@x.io")
-    assert limiter.failures == {}
-
-
 def test_simulated_emails_never_run_out_once_every_pool_name_is_taken():
     taken = {f"{f}.{l}@test.com" for f in FIRST_NAMES for l in LAST_NAMES}  # noqa: E741
     taken |= {f"Sarah.Mitra{n}@test.com" for n in range(2, 500)}
@@ -181,14 +167,6 @@ def test_ending_a_session_ends_only_its_streams():
     asyncio.run(scenario())
 
 
-class FakeRedis:
-    def __init__(self, members):
-        self.members = members
-
-    async def zrange(self, key, start, stop):
-        return self.members
-
-
 def test_password_hashing_runs_off_the_event_loop(monkeypatch):
     threads = []
     hasher = store_module._hasher
@@ -203,7 +181,8 @@ def test_password_hashing_runs_off_the_event_loop(monkeypatch):
 
     monkeypatch.setattr(store_module, "_hasher", SimpleNamespace(
         hash=recording(hasher.hash), verify=recording(hasher.verify)))  # fmt: skip
-    store = Store(FakeRedis([json.dumps(user).encode()]))
+    store = Store(fakeredis.FakeAsyncRedis())
+    asyncio.run(store.client.hset("UserEmail", "u@test.com", json.dumps(user)))
 
     async def scenario():
         return [

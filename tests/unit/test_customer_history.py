@@ -224,9 +224,10 @@ def test_200_tests_page_newest_first_and_reads_do_not_grow_with_50000_other_test
     assert with_others == alone  # the same commands on the same keys
     # Per request: the session, the customer's owner, then that customer's tests and only
     # them (one HVALS of its own index); the timer page reads the user's customers and
-    # their LatestTest fields.
+    # their LatestTest fields, and the user's simulation slot.
     session, own = alone[0][1], f"CustomersOf:{user}"
     assert session.startswith("Login:")
     customer_page = [("HGET", session), ("HGET", own), ("HVALS", f"TestsOf:{email}")]
     timer_page = [("HGET", session), ("HVALS", own), ("HMGET", "LatestTest")]
+    timer_page.append(("HGET", "Simulations"))  # the switch: on in any app process?
     assert alone == customer_page * 3 + timer_page

@@ -26,7 +26,7 @@ def dry_run(target: str) -> str:
 def test_make_run_and_make_up_never_install_a_test_tool():
     for target in ("run", "up"):
         commands = dry_run(target)
-        assert "bin/system-deps run" in commands and "'.[spark]'" in commands
+        assert "bin/system-deps run" in commands and "'.[spark,bench]'" in commands
         assert [tool for tool in TEST_TOOLS if tool in commands] == [], target
 
 
@@ -39,7 +39,7 @@ def test_make_unit_installs_no_test_tool_browser_or_maven_jars():
     """The quick loop needs Java and the Python environment with pytest, nothing more
     (tests/integration/test_unit_tier.py runs it on such a machine)."""
     commands = dry_run("unit")
-    assert "'.[spark,test,dev]'" in commands and "-m pytest -m unit" in commands
+    assert "'.[spark,bench,test,dev]'" in commands and "-m pytest -m unit" in commands
     needless = ("system-deps test", "composecheck", "go build", "mvn", "npm")
     assert [tool for tool in needless if tool in commands] == []
 
