@@ -274,7 +274,7 @@ STATE_STORES = {
     "hdfs": "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider",
 }
 # The query's watermark is the later input's, so scores leave the state while no customer
-# arrives; no micro-batch runs only to evict state. Both are fixed in the checkpoint.
+# arrives; no micro-batch runs only to evict state (both fixed in the checkpoint); UTC times.
 QUERY_CONF = {
     "spark.sql.streaming.multipleWatermarkPolicy": "max",
     "spark.sql.streaming.noDataMicroBatches.enabled": "false",
