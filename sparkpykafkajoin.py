@@ -158,8 +158,8 @@ def checked_once(rows: DataFrame, keys: list[str], name: str) -> DataFrame:
     """`rows` shuffled by `keys` once per micro-batch for both the join and the dead letters.
 
     The observation keeps the optimizer from splitting the shared shuffle in two: it
-    pushes no filter through it, and the hash reads every column. It also counts the
-    dead letters for the progress line.
+    pushes no filter through it, and the hash reads every column (a leading underscore
+    keeps it out of the progress line). It also counts the dead letters.
     """
     return rows.repartition(*keys).observe(
         name,
@@ -310,24 +310,22 @@ def start_query(spark: SparkSession, available_now: bool = False) -> StreamingQu
     servers = env("KAFKA_BOOTSTRAP_SERVERS") or "localhost:9092"
     checkpoint = os.path.join(env("STEDI_CHECKPOINT_DIR") or "build/checkpoints", CHECKPOINT_NAME)
     store = env("STEDI_STATE_STORE") or "rocksdb"
-    if store not in STATE_STORES:
+    if store not in STATE_STORES:  # exit status 2: a bad setting, not restarted
         print(f"STEDI_STATE_STORE must be one of {', '.join(STATE_STORES)}", file=sys.stderr)
         sys.exit(2)
-    wait_ms = interval_ms(spark, env("STEDI_RISK_WAIT") or "1 hour", "STEDI_RISK_WAIT")
-    # STEDI_KAFKA_TIMEOUT_MS bounds each wait on the broker: a longer outage fails the query.
-    timeout = env("STEDI_KAFKA_TIMEOUT_MS")
-    source_waits = (
-        "kafka.request.timeout.ms",
-        "kafka.default.api.timeout.ms",
-        "kafkaConsumer.pollTimeoutMs",
-    )
-    sink_waits = ("kafka.max.block.ms", "kafka.request.timeout.ms", "kafka.delivery.timeout.ms")
     # Fixed in the checkpoint at its first start: one state store instance per partition.
     spark.conf.set("spark.sql.shuffle.partitions", env("STEDI_SHUFFLE_PARTITIONS") or "2")
     spark.conf.set("spark.sql.streaming.stateStore.providerClass", STATE_STORES[store])
     spark.conf.set("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
     for key, value in QUERY_CONF.items():
         spark.conf.set(key, value)
+    wait_ms = interval_ms(spark, env("STEDI_RISK_WAIT") or "1 hour", "STEDI_RISK_WAIT")
+    # STEDI_KAFKA_TIMEOUT_MS bounds each wait on the broker: a longer outage fails the query.
+    timeout = env("STEDI_KAFKA_TIMEOUT_MS")
+    source_keys = ["kafka.request.timeout.ms", "kafka.default.api.timeout.ms"]
+    source_waits = dict.fromkeys([*source_keys, "kafkaConsumer.pollTimeoutMs"], timeout)
+    sink_keys = ["kafka.max.block.ms", "kafka.request.timeout.ms", "kafka.delivery.timeout.ms"]
+    sink_waits = dict.fromkeys(sink_keys, timeout)
 
     # One source per topic: each branch of the plan reads only its own topic.
     customers, events = (
@@ -337,7 +335,7 @@ def start_query(spark: SparkSession, available_now: bool = False) -> StreamingQu
         .option("startingOffsets", starting_offsets(topic))
         .option("failOnDataLoss", "true")
         .option("kafka.fetch.max.wait.ms", "50")  # a batch never waits on an idle fetch
-        .options(**dict.fromkeys(source_waits, timeout) if timeout else {})
+        .options(**source_waits if timeout else {})
         .load()
         for topic in (
             env("STEDI_REDIS_TOPIC") or "redis-server",
@@ -358,7 +356,7 @@ def start_query(spark: SparkSession, available_now: bool = False) -> StreamingQu
         # Sent at once, uncompressed (the app's consumer may lack lz4), durable once written.
         .option("kafka.linger.ms", "0")
         .option("kafka.acks", "all")
-        .options(**dict.fromkeys(sink_waits, timeout) if timeout else {})
+        .options(**sink_waits if timeout else {})
         .option("checkpointLocation", checkpoint)
     )
     if available_now:

@@ -95,27 +95,29 @@ def console_rows(records: DataFrame) -> DataFrame:
 def start_query(spark: SparkSession, available_now: bool = False) -> StreamingQuery:
     env = os.environ.get
     topic = env("STEDI_REDIS_TOPIC") or "redis-server"
+    checkpoint = os.path.join(env("STEDI_CHECKPOINT_DIR") or "build/checkpoints", QUERY_NAME)
+    offsets = env("STEDI_STARTING_OFFSETS") or "earliest"
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+
     records = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", env("KAFKA_BOOTSTRAP_SERVERS") or "localhost:9092")
         .option("subscribe", topic)
-        .option(
-            "startingOffsets", "latest" if env("STEDI_STARTING_OFFSETS") == "latest" else "earliest"
-        )
+        # Offsets per topic (JSON) are for the join and the score job: a console reads all.
+        .option("startingOffsets", "earliest" if offsets.startswith("{") else offsets)
         .load()
     )
-    trigger = env("STEDI_TRIGGER_INTERVAL") or "10 seconds"
-    checkpoint_dir = env("STEDI_CHECKPOINT_DIR") or "build/checkpoints"
-    return (
+    writer = (
         console_rows(records)
         .writeStream.queryName(QUERY_NAME)
         .format("console")
         .option("truncate", "false")
         .option("numRows", "1000")
-        .option("checkpointLocation", os.path.join(checkpoint_dir, QUERY_NAME))
-        .trigger(**({"availableNow": True} if available_now else {"processingTime": trigger}))
-        .start()
+        .option("checkpointLocation", checkpoint)
     )
+    if available_now:
+        return writer.trigger(availableNow=True).start()
+    return writer.trigger(processingTime=env("STEDI_TRIGGER_INTERVAL") or "10 seconds").start()
 
 
 def main() -> None:

@@ -436,15 +436,21 @@ def start_query(spark: SparkSession, available_now: bool = False) -> StreamingQu
     servers = env("KAFKA_BOOTSTRAP_SERVERS") or "localhost:9092"
     checkpoint_dir = env("STEDI_CHECKPOINT_DIR") or "build/checkpoints"
     store = env("STEDI_STATE_STORE") or "rocksdb"
-    if store not in STATE_STORES:
+    if store not in STATE_STORES:  # exit status 2: a bad setting, not restarted
         print(f"STEDI_STATE_STORE must be one of {', '.join(STATE_STORES)}", file=sys.stderr)
         sys.exit(2)
-    ttl_ms = interval_ms(spark, env("STEDI_SCORE_STATE_TTL") or "400 days", "STEDI_SCORE_STATE_TTL")
     # Fixed in the checkpoint at its first start: one state store instance per partition.
     spark.conf.set("spark.sql.shuffle.partitions", env("STEDI_SHUFFLE_PARTITIONS") or "2")
     spark.conf.set("spark.sql.streaming.stateStore.providerClass", STATE_STORES[store])
     spark.conf.set("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
     spark.conf.set("spark.sql.session.timeZone", "UTC")
+    ttl_ms = interval_ms(spark, env("STEDI_SCORE_STATE_TTL") or "400 days", "STEDI_SCORE_STATE_TTL")
+    # STEDI_KAFKA_TIMEOUT_MS bounds each wait on the broker: a longer outage fails the query.
+    timeout = env("STEDI_KAFKA_TIMEOUT_MS")
+    source_keys = ["kafka.request.timeout.ms", "kafka.default.api.timeout.ms"]
+    source_waits = dict.fromkeys([*source_keys, "kafkaConsumer.pollTimeoutMs"], timeout)
+    sink_keys = ["kafka.max.block.ms", "kafka.request.timeout.ms", "kafka.delivery.timeout.ms"]
+    sink_waits = dict.fromkeys(sink_keys, timeout)
 
     tests, events = (
         spark.readStream.format("kafka")
@@ -452,6 +458,7 @@ def start_query(spark: SparkSession, available_now: bool = False) -> StreamingQu
         .option("subscribe", topic)
         .option("startingOffsets", starting_offsets(topic))
         .option("failOnDataLoss", "true")
+        .options(**source_waits if timeout else {})
         .load()
         for topic in (
             env("STEDI_REDIS_TOPIC") or "redis-server",
@@ -472,6 +479,7 @@ def start_query(spark: SparkSession, available_now: bool = False) -> StreamingQu
         .option("kafka.bootstrap.servers", servers)
         .option("kafka.linger.ms", "0")
         .option("kafka.acks", "all")
+        .options(**sink_waits if timeout else {})
         .option("checkpointLocation", os.path.join(checkpoint_dir, QUERY_NAME))
     )
     if available_now:

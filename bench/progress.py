@@ -1,6 +1,7 @@
 """The Spark jobs' progress lines, parsed, and what the bench takes from them.
 
-Format (sparkjob.progress_line; the peer prints the same), maybe with more fields after:
+Format (the drivers' listener, jvm/driver's ProgressLines, for the jobs and the peer alike),
+maybe with more fields after:
     [<query name>] batch <id>: <n> rows in, <r> rows/s, <ms> ms, <s> state rows
 """
 

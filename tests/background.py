@@ -1,5 +1,5 @@
 """One way for tests to run a process in the background: its output to a log file, in a
-process group of its own (so a wrapper's children end with it), stopped after the test."""
+process group of its own (so a wrapper's driver ends with it), stopped after the test."""
 
 from __future__ import annotations
 

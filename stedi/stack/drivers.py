@@ -1,7 +1,7 @@
 """Spark drivers run alone (a wrapper, `bin/submit` in local mode) announce themselves, so
 that the app's status panel finds their metrics: <stack dir>/drivers/<script stem>.json
 holds {"script", "ui", "pid"}, the driver's Spark UI (whose /metrics/prometheus/ has its
-queries' gauges) and the JVM's pid.
+queries' gauges) and the pid of `bin/submit`, which lives as long as its driver.
 
 `bin/submit` runs this file as a script, before spark-submit, with the Python it gives
 Spark: `drivers.py announce STACK_DIR SCRIPT PID` picks a free UI port, writes the

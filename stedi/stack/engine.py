@@ -86,7 +86,7 @@ JVM_ENV = {
     ),
     "MALLOC_ARENA_MAX": "2",
 }
-# Spark's PrometheusServlet, which bin/submit turns on for every job (and this engine),
+# Spark's PrometheusServlet, which conf/spark-defaults.conf turns on for every driver,
 # answers here on the UI's port (with the slash; it redirects there otherwise).
 PROMETHEUS_PATH = "/metrics/prometheus/"
 

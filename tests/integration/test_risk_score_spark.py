@@ -371,8 +371,8 @@ def test_the_status_panel_shows_a_join_handed_over_to_its_wrapper_red_then_green
                 expect(state_of(page, "join")).to_have_text("green", timeout=240_000)
                 expect(row).to_contain_text("run alone (sparkpykafkajoin.py")
                 announced = drivers.announced(Settings().stack_dir, "sparkpykafkajoin.py")
-                assert announced["pid"] == join.pid  # the wrapper's, exec'd into the JVM:
-                assert Path(f"/proc/{join.pid}/comm").read_text().strip() == "java"
+                assert announced["pid"] == join.pid  # the wrapper's, alive with its driver
+                assert Path(f"/proc/{join.pid}").exists()
                 servlet = Scrape(f"{announced['ui']}/metrics/prometheus/")
                 assert "customer_risk_join_latency_Value" in servlet.text
                 lines = logged_in(live_run)[0].get("/api/pipeline-status").json()["lines"]
