@@ -35,16 +35,12 @@ from dataclasses import dataclass
 from prometheus_client.parser import text_string_to_metric_families
 
 from stedi.config import Settings
+from stedi.stack import engine
 from stedi.stack.drivers import announced
 
-# make run's jobs (stedi/stack/engine.py), each with its script and the script's query
-# name (QUERY_NAME), which names the query's gauges in a driver that runs it alone.
-JOB_SCRIPTS = {
-    "customers": ("sparkpyrediskafkastreamtoconsole.py", "redis-customers-console"),
-    "risk": ("sparkpyeventskafkastreamtoconsole.py", "risk-events-console"),
-    "join": ("sparkpykafkajoin.py", "customer-risk-join"),
-    "score": ("sparkpyriskscore.py", "risk-score"),
-}
+# make run's jobs, each with its script and the script's query name (QUERY_NAME), which
+# names the query's gauges in a driver that runs it alone.
+JOB_SCRIPTS = {job.name: (job.script, job.query) for job in engine.JOBS}
 JOBS = tuple(JOB_SCRIPTS)
 # Spark's PrometheusServlet on a driver's UI (bin/submit turns it on, namespace `stedi`).
 SERVLET_PATH = "/metrics/prometheus/"

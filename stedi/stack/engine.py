@@ -56,15 +56,21 @@ class Job:
     name: str  # its log's name and make run's prefix
     script: str
     wrapper: str  # what runs the script alone
+    query: str  # the script's QUERY_NAME, which names its progress lines and gauges
 
 
 # Each script's default trigger fits a trickle: the join's bounds a point's delay on the
 # graph; the others batch several seconds at once (docs/performance.md).
 JOBS = (
-    Job("customers", "sparkpyrediskafkastreamtoconsole.py", "submit-redis.sh"),
-    Job("risk", "sparkpyeventskafkastreamtoconsole.py", "submit-event.sh"),
-    Job("join", "sparkpykafkajoin.py", "submit-join.sh"),
-    Job("score", "sparkpyriskscore.py", "submit-score.sh"),
+    Job(
+        "customers",
+        "sparkpyrediskafkastreamtoconsole.py",
+        "submit-redis.sh",
+        "redis-customers-console",
+    ),
+    Job("risk", "sparkpyeventskafkastreamtoconsole.py", "submit-event.sh", "risk-events-console"),
+    Job("join", "sparkpykafkajoin.py", "submit-join.sh", "customer-risk-join"),
+    Job("score", "sparkpyriskscore.py", "submit-score.sh", "risk-score"),
 )
 # One state store instance per stateful operator, and one Python worker for the risk
 # score's state function, unless the environment says otherwise: a trickle needs no

@@ -46,13 +46,24 @@ NOISE = (" WARN ", "WARNING: Using incubator modules")
 STOP_NOISE = re.compile(r" ERROR |Exception|^\s+at |^\s*\.\.\. \d+ more|^Caused by")
 
 
-class Follower:
-    """Prints the new lines of a log file with a prefix (a small `tail -f`)."""
+# The engine's log holds every query's progress lines (the drivers' listener): the
+# terminal shows each under its job's prefix.
+QUERY_PREFIXES = {f"[{job.query}] ": job.name for job in engine.JOBS}
 
-    def __init__(self, prefix: str, path: Path):
+
+class Follower:
+    """Prints the new lines of a log file with a prefix (a small `tail -f`); a line of one
+    of `by_start`'s beginnings gets that one's prefix instead."""
+
+    def __init__(self, prefix: str, path: Path, by_start: dict[str, str] | None = None):
         """Follows from the log's current end: earlier runs' lines are not repeated."""
-        self.prefix, self.path = prefix, path
+        self.prefix, self.path, self.by_start = prefix, path, by_start or {}
         self.position = path.stat().st_size if path.exists() else 0
+
+    def prefix_of(self, line: str) -> str:
+        return next(
+            (p for start, p in self.by_start.items() if line.startswith(start)), self.prefix
+        )
 
     def poll(self, stopping: bool = False) -> None:
         try:
@@ -67,7 +78,7 @@ class Follower:
             if not line.strip() or any(n in line for n in NOISE):
                 continue
             if not (stopping and STOP_NOISE.search(line)):
-                print(f"{self.prefix:>10} | {line}", flush=True)
+                print(f"{self.prefix_of(line):>10} | {line}", flush=True)
 
 
 def start_job(name: str, argv: list[str], extra_env: dict | None = None) -> subprocess.Popen:
@@ -141,7 +152,10 @@ def run(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     names = ("spark", *JOB_LOGS, "app")
-    followers = [Follower(name, services.log_path(name)) for name in names]
+    followers = [
+        Follower(name, services.log_path(name), QUERY_PREFIXES if name == "spark" else None)
+        for name in names
+    ]
     try:
         # The engine's JVM starts first: it warms up while the stack starts.
         STACK_READY.unlink(missing_ok=True)

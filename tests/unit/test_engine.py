@@ -161,6 +161,19 @@ def test_make_run_shows_each_log_with_its_prefix_and_at_ctrl_c_skips_cancelled_b
     ]
 
 
+def test_make_run_shows_each_querys_lines_of_the_engines_log_under_its_jobs_prefix(
+    tmp_path, capsys
+):
+    log = tmp_path / "spark.log"
+    follower = Follower("spark", log, pipeline.QUERY_PREFIXES)
+    log.write_text("[customer-risk-join] batch 81: 2 rows in\n[engine] metrics: none\n")
+    follower.poll()
+    assert capsys.readouterr().out.splitlines() == [
+        "      join | [customer-risk-join] batch 81: 2 rows in",
+        "     spark | [engine] metrics: none",
+    ]
+
+
 class FakeQuery:
     name = "fake"
     lastProgress = None
