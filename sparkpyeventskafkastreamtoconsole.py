@@ -2,8 +2,8 @@
 
 Reads STEDI_EVENTS_TOPIC (default `stedi-events`: one JSON risk score per record, as the
 STEDI app publishes them) and prints each score's customer, score and riskDate; malformed
-records are counted as bad records in the progress lines. Add --available-now to process
-what the topic holds, then exit. Settings: docs/operations.md.
+records are counted (`bad_records`, in the wrappers' progress lines). Add --available-now
+to process what the topic holds, then exit. Settings: docs/operations.md.
 
     spark-submit --packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0 sparkpyeventskafkastreamtoconsole.py
 """

@@ -2,8 +2,9 @@
 
 Reads STEDI_REDIS_TOPIC (default `redis-server`: each Redis write, from the Redis source)
 and prints the email, name and birth year of each member written to the `Customer`
-sorted set; malformed records are counted as bad records in the progress lines. Add
---available-now to process what the topic holds, then exit. Settings: docs/operations.md.
+sorted set; malformed records are counted (`bad_records`, in the wrappers' progress
+lines). Add --available-now to process what the topic holds, then exit. Settings:
+docs/operations.md.
 
     spark-submit --packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0 sparkpyrediskafkastreamtoconsole.py
 """

@@ -48,8 +48,8 @@ def cpu_seconds(pid: int) -> float | None:
     if it is gone.
 
     The ended children count: a process that lives less than a sample apart (Hadoop's
-    `chmod` per checkpoint file before bin/local-fs, an `rm -rf` of a RocksDB folder
-    now) is gone before a sample sees it. (A child that ends after a sample saw it
+    `chmod` per checkpoint file before the forkless file system, an `rm -rf` of a RocksDB
+    folder now) is gone before a sample sees it. (A child that ends after a sample saw it
     counts twice; the long-lived ones never end in the window, and Spark reuses its
     Python workers.)
     """

@@ -1,5 +1,5 @@
 """The local file system that make run's driver writes its checkpoints with
-(jvm/local-fs, bin/local-fs): Hadoop's, but setting permissions without forking `chmod`."""
+(jvm/driver, bin/driver-jar): Hadoop's, but setting permissions without forking `chmod`."""
 
 import stat
 
