@@ -3,13 +3,15 @@
 Reads STEDI_EVENTS_TOPIC (default `stedi-events`: one JSON risk score per record, as the
 STEDI app publishes them) and prints each score's customer, score and riskDate; malformed
 records are counted (`bad_records`, in the wrappers' progress lines). Add --available-now
-to process what the topic holds, then exit. Settings: docs/operations.md.
+to process what the topic holds, then exit. `./submit-event.sh` runs it here.
+Settings: docs/operations.md.
 
     spark-submit --packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0 sparkpyeventskafkastreamtoconsole.py
 """
 
+import argparse
+import json
 import os
-import sys
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -74,14 +76,16 @@ def start_query(spark: SparkSession, available_now: bool = False) -> StreamingQu
     topic = env("STEDI_EVENTS_TOPIC") or "stedi-events"
     checkpoint = os.path.join(env("STEDI_CHECKPOINT_DIR") or "build/checkpoints", QUERY_NAME)
     offsets = env("STEDI_STARTING_OFFSETS") or "earliest"
+    if offsets.startswith("{"):  # Spark's JSON of offsets per topic: this topic's, or earliest
+        named = json.loads(offsets)
+        offsets = json.dumps({topic: named[topic]}) if topic in named else "earliest"
     spark.conf.set("spark.sql.session.timeZone", "UTC")
 
     records = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", env("KAFKA_BOOTSTRAP_SERVERS") or "localhost:9092")
         .option("subscribe", topic)
-        # Offsets per topic (JSON) are for the join and the score job: a console reads all.
-        .option("startingOffsets", "earliest" if offsets.startswith("{") else offsets)
+        .option("startingOffsets", offsets)
         .load()
     )
     writer = (
@@ -98,8 +102,15 @@ def start_query(spark: SparkSession, available_now: bool = False) -> StreamingQu
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--available-now", action="store_true", help="process what is there, then exit"
+    )
+    args = parser.parse_args()
     spark = SparkSession.builder.appName("stedi-risk-events").getOrCreate()
-    start_query(spark, available_now="--available-now" in sys.argv).awaitTermination()
+    start_query(spark, args.available_now).awaitTermination()
 
 
 if __name__ == "__main__":

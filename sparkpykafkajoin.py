@@ -14,10 +14,11 @@ STEDI_DEAD_LETTER_TOPIC (default `stedi-dead-letter`) from the same query.
 
     spark-submit --packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0 sparkpykafkajoin.py
 
-Add --available-now to process what the topics hold, then exit. How the join works:
-docs/architecture.md; every setting: docs/operations.md.
+Add --available-now to process what the topics hold, then exit; `./submit-join.sh` runs it here.
+How the join works: docs/architecture.md; every setting: docs/operations.md.
 """
 
+import argparse
 import json
 import os
 import sys
@@ -365,8 +366,15 @@ def start_query(spark: SparkSession, available_now: bool = False) -> StreamingQu
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--available-now", action="store_true", help="process what is there, then exit"
+    )
+    args = parser.parse_args()
     spark = SparkSession.builder.appName("stedi-customer-risk").getOrCreate()
-    start_query(spark, available_now="--available-now" in sys.argv).awaitTermination()
+    start_query(spark, args.available_now).awaitTermination()
 
 
 if __name__ == "__main__":

@@ -3,14 +3,15 @@
 Reads STEDI_REDIS_TOPIC (default `redis-server`: each Redis write, from the Redis source)
 and prints the email, name and birth year of each member written to the `Customer`
 sorted set; malformed records are counted (`bad_records`, in the wrappers' progress
-lines). Add --available-now to process what the topic holds, then exit. Settings:
-docs/operations.md.
+lines). Add --available-now to process what the topic holds, then exit;
+`./submit-redis.sh` runs it here. Settings: docs/operations.md.
 
     spark-submit --packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0 sparkpyrediskafkastreamtoconsole.py
 """
 
+import argparse
+import json
 import os
-import sys
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -98,14 +99,16 @@ def start_query(spark: SparkSession, available_now: bool = False) -> StreamingQu
     topic = env("STEDI_REDIS_TOPIC") or "redis-server"
     checkpoint = os.path.join(env("STEDI_CHECKPOINT_DIR") or "build/checkpoints", QUERY_NAME)
     offsets = env("STEDI_STARTING_OFFSETS") or "earliest"
+    if offsets.startswith("{"):  # Spark's JSON of offsets per topic: this topic's, or earliest
+        named = json.loads(offsets)
+        offsets = json.dumps({topic: named[topic]}) if topic in named else "earliest"
     spark.conf.set("spark.sql.session.timeZone", "UTC")
 
     records = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", env("KAFKA_BOOTSTRAP_SERVERS") or "localhost:9092")
         .option("subscribe", topic)
-        # Offsets per topic (JSON) are for the join and the score job: a console reads all.
-        .option("startingOffsets", "earliest" if offsets.startswith("{") else offsets)
+        .option("startingOffsets", offsets)
         .load()
     )
     writer = (
@@ -122,8 +125,15 @@ def start_query(spark: SparkSession, available_now: bool = False) -> StreamingQu
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--available-now", action="store_true", help="process what is there, then exit"
+    )
+    args = parser.parse_args()
     spark = SparkSession.builder.appName("stedi-redis-customers").getOrCreate()
-    start_query(spark, available_now="--available-now" in sys.argv).awaitTermination()
+    start_query(spark, args.available_now).awaitTermination()
 
 
 if __name__ == "__main__":

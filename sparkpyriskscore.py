@@ -11,13 +11,13 @@ From one query it writes:
 - to STEDI_DEAD_LETTER_TOPIC (default `stedi-dead-letter`), malformed step tests.
 A customer not tested for STEDI_SCORE_STATE_TTL (default `400 days`) is forgotten. The state
 function is Python (pandas and pyarrow on the executors). Add --available-now to process
-what the topics hold, then exit. Settings: docs/operations.md; the check: docs/architecture.md.
+what the topics hold, then exit; `./submit-score.sh` runs it here. Settings:
+docs/operations.md; the check: docs/architecture.md.
 
     spark-submit --packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0 sparkpyriskscore.py
 """
 
-from __future__ import annotations
-
+import argparse
 import bisect
 import json
 import os
@@ -171,7 +171,7 @@ class CustomerState:
     tested_at_ms: int = 0
 
     @classmethod
-    def from_row(cls, row: tuple) -> CustomerState:
+    def from_row(cls, row: tuple) -> "CustomerState":
         return cls(**json.loads(row[0]))
 
     def to_row(self) -> tuple:
@@ -231,12 +231,8 @@ class CustomerState:
         return [self._pop_spark(0, None) for _ in list(self.spark_dates)]
 
     def _pop_spark(self, i: int, app_score: float | None) -> tuple:
-        return (
-            self.spark_dates.pop(i),
-            self.spark_previous.pop(i),
-            self.spark_recent.pop(i),
-            app_score,
-        )
+        popped = (self.spark_dates.pop(i), self.spark_previous.pop(i), self.spark_recent.pop(i))
+        return (*popped, app_score)
 
 
 def advance(state: CustomerState, rows: list[dict], now_ms: int) -> list[tuple]:
@@ -348,11 +344,8 @@ def score_records(rows: DataFrame, spark_risk_topic: str, quality_topic: str) ->
 
 
 def dead_letters(rows: DataFrame) -> DataFrame:
-    """Rows with a problem as dead-letter records (`key`, `value`), each well under 1 MiB.
-
-    The raw value is cut to 64 KiB (as UTF-8 text, invalid bytes replaced); its
-    full length and SHA-256 tell the original apart.
-    """
+    """Rows with a problem as dead-letter records (`key`, `value`): the raw value cut to
+    64 KiB (invalid UTF-8 replaced), with its full length and SHA-256."""
     raw = F.coalesce(F.col("value"), F.lit(b""))
     return rows.where(F.col("problem").isNotNull()).select(
         F.concat_ws("/", "topic", "partition", "offset").alias("key"),
@@ -488,8 +481,15 @@ def start_query(spark: SparkSession, available_now: bool = False) -> StreamingQu
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--available-now", action="store_true", help="process what is there, then exit"
+    )
+    args = parser.parse_args()
     spark = SparkSession.builder.appName("stedi-risk-score").getOrCreate()
-    start_query(spark, available_now="--available-now" in sys.argv).awaitTermination()
+    start_query(spark, args.available_now).awaitTermination()
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def test_each_wrapper_runs_its_script_with_the_usage_docstring(tmp_path):
     for wrapper, script in WRAPPERS.items():
         stdout, stderr = runs[wrapper].communicate(timeout=180)
         assert runs[wrapper].returncode == 0, stderr
-        assert f"./{wrapper} --available-now" in stdout, (wrapper, script)
-        assert "--available-now" in stdout
+        assert f"./{wrapper}` runs it here" in stdout, (wrapper, script)
+        assert "--available-now" in stdout and "spark-submit --packages" in stdout
     loaded = class_log.read_text()
     assert "org.apache.spark.deploy.SparkSubmit source: shared objects file (top)" in loaded
