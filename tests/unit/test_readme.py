@@ -10,7 +10,9 @@ from stedi.stack.services import ROOT
 
 README = (ROOT / "README.md").read_text()
 SCRIPTS = [job.script for job in engine.JOBS]
-READ = re.compile(r"(?:_env|env_int|env_float|_int)\(\s*\"([A-Z][A-Z0-9_]*)\",\s*([^)\n]*)")
+# A setting read through the project's helpers, with its default expression (a lookahead,
+# so that a read nested in another's default is found too), and a plain environment read.
+READ = re.compile(r"(?=(?:_env|env_int|env_float|_int)\(\s*\"([A-Z][A-Z0-9_]*)\",\s*([^)\n]*))")
 ENVIRON = re.compile(r"os\.environ\.get\(\s*\"([A-Z][A-Z0-9_]*)\"")
 
 

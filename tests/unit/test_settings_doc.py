@@ -8,20 +8,14 @@ from collections import defaultdict
 
 from stedi.stack import engine
 from stedi.stack.services import ROOT
-from tests.unit.test_readme import section, table_rows
+from tests.unit.test_readme import ENVIRON, READ, section, table_rows
 
 OPERATIONS = (ROOT / "docs" / "operations.md").read_text()
 SCRIPTS = [job.script for job in engine.JOBS]
-# A setting read through stedi/config.py's helpers, with its default expression.
-# (A lookahead, so that a read nested in another's default is found too.)
-HELPER_READ = re.compile(
-    r"(?=(?:_env|env_int|env_float|_int)\(\s*\"([A-Z][A-Z0-9_]*)\",\s*([^)\n]*))"
-)
 # A script's plain read: `env("NAME") or "default"` (env is os.environ.get).
 SCRIPT_READ = re.compile(
     r"(?:\benv|os\.environ\.get)\(\"([A-Z][A-Z0-9_]*)\"\)(?: or (\"[^\"]*\"))?"
 )
-ENVIRON = re.compile(r"os\.environ\.get\(\s*\"([A-Z][A-Z0-9_]*)\"")
 SHELL_DEFAULT = re.compile(r"\$\{([A-Z][A-Z0-9_]*):-")
 
 
@@ -35,7 +29,7 @@ def settings_the_code_reads() -> dict[str, set[str]]:
     """Name -> its default expressions, from stedi/config.py, the scripts and any other
     os.environ read of stedi/; bin/submit's ${NAME:-default}s."""
     found: dict[str, set[str]] = defaultdict(set)
-    for name, default in HELPER_READ.findall((ROOT / "stedi" / "config.py").read_text()):
+    for name, default in READ.findall((ROOT / "stedi" / "config.py").read_text()):
         found[name].add(default.strip())
     for script in SCRIPTS:
         for name, default in SCRIPT_READ.findall((ROOT / script).read_text()):
