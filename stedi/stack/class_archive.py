@@ -55,16 +55,16 @@ TRANSFORMS = {
     "sparkpykafkajoin.py": lambda job, redis, events: job.customer_risk(redis, events, HOUR_MS),
     "sparkpyriskscore.py": lambda job, redis, events: job.risk_score(redis, events, HOUR_MS),
 }
-ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
 
 
 def job_frames(spark: SparkSession) -> dict[str, DataFrame]:
     """Each entry script's query on Kafka-shaped rows, in a session of its own with the
     settings its `start_query` sets."""
     frames = {}
+    rocksdb = load_script("sparkpykafkajoin.py").STATE_STORES["rocksdb"]  # the jobs' default
     for script, transform in TRANSFORMS.items():
         job, session = load_script(script), spark.newSession()
-        conf = {"spark.sql.streaming.stateStore.providerClass": ROCKSDB}
+        conf = {"spark.sql.streaming.stateStore.providerClass": rocksdb}
         for key, value in {**conf, **getattr(job, "QUERY_CONF", {})}.items():
             session.conf.set(key, value)
         redis, events = (kafka_shaped(session, topic) for topic in ("redis-server", "stedi-events"))
