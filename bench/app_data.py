@@ -9,6 +9,7 @@ recent tests, and no `Indexed` counts, so the app's start runs its index pass ov
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 
@@ -157,11 +158,6 @@ def _seed_tests(client: redis.Redis, tests: int, now_ms: int, older: bool) -> No
 
 def _older_latest(recent: list[StepTest]) -> str:
     """A LatestTest value as the app wrote it before it kept the recent tests."""
-    risk = risk_score(recent)
-    return dumps(
-        {
-            "stopTime": recent[-1].stop_ms,
-            "score": None if risk is None else risk.score,
-            "riskDate": None if risk is None else risk.risk_date_ms,
-        }
-    )
+    value = json.loads(latest_value(recent))
+    del value["recent"]
+    return dumps(value)
