@@ -37,6 +37,7 @@ def spark_default(key: str) -> str:
 def test_each_job_is_its_scripts_start_query_and_main(job):
     module = engine.load_script(job.script)
     assert callable(module.start_query) and callable(module.main)
+    assert module.QUERY_NAME == job.query  # the name make run's prefixes and the panel use
     assert (engine.ROOT / job.wrapper).exists()
 
 
