@@ -8,7 +8,8 @@ as `to_json(struct(*))`; Spark's default 200 shuffle partitions and state store.
 Reads STEDI_REDIS_TOPIC and STEDI_EVENTS_TOPIC from KAFKA_BOOTSTRAP_SERVERS and
 writes KAFKA_RISK_TOPIC (the bench gives it its own topic). Its progress lines come
 from the driver's listener, as the project's jobs' do, so the bench times both the
-same way; it keeps Spark's own settings where the project's drivers change them.
+same way; it keeps Spark's own code generation and checkpoint files, which the
+project's drivers change (it shares their JVM, class archive and drivers' jar).
 
 Submit it like the project's join (`bin/submit` adds the connector and --master):
 
