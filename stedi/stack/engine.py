@@ -79,19 +79,6 @@ ENGINE_DEFAULTS = {"STEDI_SHUFFLE_PARTITIONS": "1"}
 # A failed query restarts after 1 s, doubling up to 15 s while it fails before its first
 # batch; bin/submit restarts a failed driver run alone the same way.
 RESTART_DELAYS_S = (1.0, 15.0)
-# The engine's JVM, set before spark-submit starts it (`make run` passes these): a heap
-# for a trickle that starts small, the serial collector, whose footprint is the
-# smallest, and two malloc arenas for the native side (RocksDB), not 8 per core.
-# The C1 compiler alone reserves 48 MiB for compiled code, which the four queries' code
-# overflows: the JVM then flushed and recompiled code all the time (its sweeper thread
-# alone took 0.03 cores at a trickle). 128 MiB holds it.
-JVM_ENV = {
-    "SPARK_DRIVER_MEMORY": "512m",
-    "SPARK_SUBMIT_OPTS": (
-        "-Xms64m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=128m"
-    ),
-    "MALLOC_ARENA_MAX": "2",
-}
 # Spark's PrometheusServlet, which conf/spark-defaults.conf turns on for every driver,
 # answers here on the UI's port (with the slash; it redirects there otherwise).
 PROMETHEUS_PATH = "/metrics/prometheus/"

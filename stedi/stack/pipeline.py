@@ -91,8 +91,7 @@ def start_job(name: str, argv: list[str], extra_env: dict | None = None) -> subp
             # The tag lets `make down` find the job if this command dies without stopping it.
             env={
                 **os.environ,
-                # The engine's JVM settings, and its jobs' logs where the followers read them.
-                **(engine.JVM_ENV if name == "spark" else {}),
+                # The engine's jobs' logs, where the followers read them.
                 "STEDI_LOG_DIR": str(services.log_path(name).parent),
                 "STEDI_SUBMIT": "local",
                 TAG: f"{services.STACK_DIR}:{name}",

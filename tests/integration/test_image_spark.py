@@ -75,7 +75,6 @@ def test_the_four_jobs_run_on_the_docker_images_spark(stack, topics, unique, ima
         env={
             **{k: v for k, v in os.environ.items() if k not in ("SPARK_HOME", "PYTHONPATH")},
             **env,
-            **engine.JVM_ENV,
             "STEDI_SUBMIT": "local",
             "SPARK_SUBMIT": str(image_spark.spark_submit),
             "STEDI_SPARK_JARS": str(image_spark.jars),
