@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
@@ -75,10 +76,10 @@ def pipeline_pids(run_pid: int) -> set[int]:
 
 
 class Usage:
-    """CPU and RSS of a changing set of processes, sampled once a second."""
+    """CPU and RSS of a changing set of processes (`pids()`), sampled once a second."""
 
-    def __init__(self, run_pid: int):
-        self.run_pid = run_pid
+    def __init__(self, pids: Callable[[], Iterable[int]]):
+        self.pids = pids
         self.cpu: dict[int, float] = {}  # pid -> CPU seconds at the first sample that saw it
         self.last: dict[int, float] = {}
         self.rss_samples: list[int] = []
@@ -86,7 +87,7 @@ class Usage:
 
     def sample(self) -> None:
         total_rss = 0
-        for pid in pipeline_pids(self.run_pid):
+        for pid in self.pids():
             used = cpu_seconds(pid)
             if used is None:
                 continue
@@ -206,7 +207,7 @@ def run_pipeline(speed: float, seconds: int, log: Path, settle_s: int) -> dict:
         first_output_s = first[0][2] - began
         print(f"   first output after {first_output_s:.1f} s", file=sys.stderr, flush=True)
         time.sleep(settle_s)
-        usage = Usage(run.pid)
+        usage = Usage(lambda: pipeline_pids(run.pid))
         window_start_ms = int(time.time() * 1000)
         while time.monotonic() - usage.began < seconds:
             usage.sample()

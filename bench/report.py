@@ -80,6 +80,25 @@ def pipeline_rows(pipe: dict | None) -> list[str]:
     return [*("| " + " | ".join(row) + " |" for row in rows), ""]
 
 
+def wrappers_rows(idle: dict | None) -> list[str]:
+    """The idle wrappers' small table and a blank line; none when they did not run."""
+    if idle is None:
+        return []
+    rows = [
+        ["the three card wrappers side by side, idle", ""],
+        ["---", "---"],
+        [
+            f"cores, {idle['processes']} processes, over {_n(idle['seconds'])} s",
+            f"**{_n(idle['cores'], 3)}**",
+        ],
+        [
+            "RSS, MiB (mean / max)",
+            f"**{_n(idle['rss_mb'])}** / {_n(idle['rss_max_mb'])}",
+        ],
+    ]
+    return [*("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
 def app_rows(app: dict | None) -> list[str]:
     """The app section's own small table and a blank line; none when it did not run."""
     if app is None:
@@ -140,6 +159,7 @@ def table(results: dict) -> str:
     join, peer = results["join"], results["peer_join"]
     kafka, lat = results["kafka_limit"], results["latency"]
     m, r = results["machine"], results["ratios"]
+    trickle = join["trickle"]
     rate = _n(lat["rate_eps"])
     behind = ""
     if lat["joined"] < lat["scores"]:
@@ -180,6 +200,12 @@ def table(results: dict) -> str:
         ],
         ["start to first output, data waiting, s", _n(results["startup_s"], 1), "-", "-"],
         [
+            f"driver CPU per micro-batch, a score every {trickle['interval_ms'] / 1000:g} s, s",
+            f"**{_n(trickle['cpu_s_per_batch'], 3)}**",
+            "-",
+            "-",
+        ],
+        [
             f"latency p50 / p99 / max at {rate} scores/s, ms",
             f"**{_n(lat['p50_ms'])} / {_n(lat['p99_ms'])} / {_n(lat['max_ms'])}**" + behind,
             "-",
@@ -205,6 +231,7 @@ def table(results: dict) -> str:
             "",
             *risk_score_rows(results.get("risk_score")),
             *pipeline_rows(results.get("pipeline")),
+            *wrappers_rows(results.get("wrappers")),
             *app_rows(results.get("app")),
             f"join / peer: **{_n(r['join_vs_peer'], 2)}x**; per record (marginal, peer / join): "
             f"**{_n(r.get('marginal_join_vs_peer'), 2)}x**; "

@@ -7,8 +7,10 @@ customers, on fresh topics: the join's and the peer's throughput with
 --available-now, Kafka's consumer limit and round trip, the risk-score job's
 throughput and state over BENCH_SCORE_TESTS rapid step tests (issue 15), the join's start-up and
 end-to-end latency as a stream at BENCH_LATENCY_RATE scores/s for
-BENCH_LATENCY_SECONDS, the driver's peak RSS, and the Redis source's throughput. Last, the
-app at a clinic network's scale (bench/app_load.py, issue 35).
+BENCH_LATENCY_SECONDS, the driver's peak RSS, and the Redis source's throughput; the join's
+CPU per micro-batch at the app's pace (bench/trickle.py) and the three card wrappers idle
+side by side (bench/wrappers.py). Last, the app at a clinic network's scale
+(bench/app_load.py, issue 35).
 Writes build/bench/results.json (or BENCH_RESULTS) and prints a Markdown table.
 
 Uses the running local stack, or starts it and stops what it started.
@@ -33,6 +35,8 @@ from bench.report import ratios, table
 from bench.risk_score import run_risk_score
 from bench.settings import BenchSettings
 from bench.topics import Topics
+from bench.trickle import run_trickle
+from bench.wrappers import run_wrappers
 from stedi.config import Settings
 from stedi.stack import services
 
@@ -96,6 +100,10 @@ def measure(settings: Settings, bench: BenchSettings, topics: Topics) -> dict:
         results["join"]["driver_peak_rss_mb"], stream["driver_peak_rss_mb"]
     )
     results["join_stream_driver_peak_rss_mb"] = stream["driver_peak_rss_mb"]
+    trickle = run_trickle(settings, topics, bench)
+    results["join"]["trickle_cpu_s_per_batch"] = trickle["cpu_s_per_batch"]
+    results["join"]["trickle"] = trickle
+    results["wrappers"] = run_wrappers(topics, bench)
     results["app"] = run_app(settings, bench, topics)
     results["ratios"] = ratios(results)
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

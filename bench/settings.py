@@ -31,6 +31,21 @@ class BenchSettings:
     latency_warmup_seconds: int = field(
         default_factory=lambda: _int("BENCH_LATENCY_WARMUP_SECONDS", 15)
     )
+    # The trickle: the join as a stream, a score and a test every BENCH_TRICKLE_INTERVAL_MS
+    # (the app's real pace), its CPU measured for this long after the settling time.
+    trickle_interval_ms: int = field(
+        default_factory=lambda: _int("BENCH_TRICKLE_INTERVAL_MS", 2000)
+    )
+    trickle_settle_seconds: int = field(
+        default_factory=lambda: _int("BENCH_TRICKLE_SETTLE_SECONDS", 30)
+    )
+    trickle_seconds: int = field(default_factory=lambda: _int("BENCH_TRICKLE_SECONDS", 60))
+    # The three card wrappers side by side on empty topics, measured for this long after
+    # the settling time.
+    wrappers_settle_seconds: int = field(
+        default_factory=lambda: _int("BENCH_WRAPPERS_SETTLE_SECONDS", 90)
+    )
+    wrappers_seconds: int = field(default_factory=lambda: _int("BENCH_WRAPPERS_SECONDS", 60))
     # Messages of Kafka's produce-to-consume round trip (one at a time).
     roundtrip_messages: int = field(default_factory=lambda: _int("BENCH_ROUNDTRIP_MESSAGES", 5000))
     # Single-member ZADDs through the Redis source.

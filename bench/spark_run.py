@@ -48,6 +48,7 @@ class SparkRun:
         self.label = label
         self.batches: list[Batch] = []
         self.peak_rss_kb = 0
+        self.jvm_pid: int | None = None  # the spark-submit JVM's, once the sampler finds it
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log
         self._log = open(log, "w")
@@ -83,6 +84,7 @@ class SparkRun:
         while self.proc.poll() is None:
             if jvm is None or not is_spark_submit(jvm):
                 jvm = next((p for p in descendants(self.proc.pid) if is_spark_submit(p)), None)
+            self.jvm_pid = jvm
             if jvm is not None:
                 self.peak_rss_kb = max(self.peak_rss_kb, *memory_kb(jvm).values(), 0)
             time.sleep(0.5)

@@ -43,6 +43,12 @@ def bench_run(stack, tmp_path_factory):
         # The peer's 800 state store instances (Spark's default 200 partitions) are what
         # took longest here, for 300 records: shapes are checked, not speed.
         "BENCH_PEER_SHUFFLE_PARTITIONS": "2",
+        # The trickle and the idle wrappers, briefly.
+        "BENCH_TRICKLE_INTERVAL_MS": "1000",
+        "BENCH_TRICKLE_SETTLE_SECONDS": "2",
+        "BENCH_TRICKLE_SECONDS": "6",
+        "BENCH_WRAPPERS_SETTLE_SECONDS": "15",
+        "BENCH_WRAPPERS_SECONDS": "3",
         # The app section at issue 35's small scale, briefly.
         "BENCH_APP_USERS": str(APP_USERS),
         "BENCH_APP_TESTS": str(APP_TESTS),
@@ -179,6 +185,29 @@ def test_ratios_table_and_machine_match_the_figures(bench_run):
     assert results["machine"]["kafka"] == re.search(r"<kafka.version>(.+)<", pom)[1]
     assert results["machine"]["spark"] == version("pyspark")
     assert results["machine"]["cores"] == os.cpu_count()
+
+
+@pytest.mark.timeout(1800)
+def test_the_trickle_divides_the_join_drivers_cpu_by_its_batches(bench_run):
+    results, table = bench_run
+    trickle = results["join"]["trickle"]
+    assert trickle["batches"] > 0 and trickle["interval_ms"] == 1000
+    assert trickle["cpu_s_per_batch"] > 0 and trickle["cores"] > 0
+    per_batch = trickle["cores"] * trickle["seconds"] / trickle["batches"]
+    assert trickle["cpu_s_per_batch"] == pytest.approx(per_batch, rel=0.05, abs=0.002)
+    assert results["join"]["trickle_cpu_s_per_batch"] == trickle["cpu_s_per_batch"]
+    assert f"| {trickle['cpu_s_per_batch']:,.3f} |" in table
+
+
+@pytest.mark.timeout(1800)
+def test_the_idle_wrappers_are_three_drivers_measured_together(bench_run):
+    results, table = bench_run
+    wrappers = results["wrappers"]
+    assert wrappers["wrappers"] == ["submit-redis.sh", "submit-event.sh", "submit-join.sh"]
+    # each: the wrapper, its spark-submit JVM and the JVM's Python driver, at least
+    assert wrappers["processes"] >= 9
+    assert wrappers["rss_mb"] > 3 * 100 and wrappers["cores"] > 0
+    assert "the three card wrappers side by side, idle" in table
 
 
 @pytest.mark.timeout(1800)
