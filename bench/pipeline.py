@@ -75,6 +75,27 @@ def pipeline_pids(run_pid: int) -> set[int]:
     return {*descendants(run_pid), *(p for p in stack if p is not None)}
 
 
+# What a process of the pipeline is, by a part of its command line (the first that matches).
+PROCESS_KINDS = (
+    ("SparkSubmit", "spark engine"),
+    ("stedi/stack/engine.py", "spark engine"),
+    ("pyspark", "spark engine"),  # its Python workers
+    ("stedi.stack", "make run"),
+    ("kafka.Kafka", "kafka"),
+    ("redis-server", "redis"),
+    ("stedi.redis_source", "redis source"),
+    ("stedi.app", "app"),
+)
+
+
+def process_kind(pid: int) -> str:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "other"
+    return next((kind for part, kind in PROCESS_KINDS if part in command), "other")
+
+
 class Usage:
     """CPU and RSS of a changing set of processes (`pids()`), sampled once a second."""
 
@@ -82,6 +103,7 @@ class Usage:
         self.pids = pids
         self.cpu: dict[int, float] = {}  # pid -> CPU seconds at the first sample that saw it
         self.last: dict[int, float] = {}
+        self.kinds: dict[int, str] = {}
         self.rss_samples: list[int] = []
         self.began = time.monotonic()
 
@@ -92,6 +114,8 @@ class Usage:
             if used is None:
                 continue
             self.cpu.setdefault(pid, used)
+            if pid not in self.kinds:
+                self.kinds[pid] = process_kind(pid)
             self.last[pid] = used
             total_rss += rss_kb(pid)
         self.rss_samples.append(total_rss)
@@ -99,7 +123,11 @@ class Usage:
     def result(self) -> dict:
         seconds = time.monotonic() - self.began
         used = sum(self.last[pid] - self.cpu[pid] for pid in self.last)
+        by_kind: dict[str, float] = defaultdict(float)
+        for pid in self.last:
+            by_kind[self.kinds[pid]] += (self.last[pid] - self.cpu[pid]) / seconds
         return {
+            "cores_by_process": {k: round(v, 3) for k, v in sorted(by_kind.items())},
             "seconds": round(seconds, 1),
             "cores": round(used / seconds, 3),
             "rss_mb": round(sum(self.rss_samples) / len(self.rss_samples) / 1024),

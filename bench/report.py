@@ -63,6 +63,10 @@ def pipeline_rows(pipe: dict | None) -> list[str]:
             f"**{_n(pipe['cores'], 3)}**",
         ],
         [
+            "the same by process",
+            ", ".join(f"{kind} {_n(cores, 3)}" for kind, cores in pipe["cores_by_process"].items()),
+        ],
+        [
             "RSS, everything it runs, MiB (mean / max)",
             f"**{_n(pipe['rss_mb'])}** / {_n(pipe['rss_max_mb'])}",
         ],

@@ -5,7 +5,7 @@ one rapid step test record (what the app and the Redis source publish for each t
 arrive every BENCH_TRICKLE_INTERVAL_MS: each makes one micro-batch. After the start-up
 and BENCH_TRICKLE_SETTLE_SECONDS, the spark-submit JVM's CPU time over
 BENCH_TRICKLE_SECONDS, divided by the micro-batches with data in that window, is
-`cpu_s_per_batch`.
+`cpu_s_per_batch`; `startup_s` is its launch to the first output record.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def run_trickle(settings: Settings, topics: Topics, bench: BenchSettings) -> dic
             feeder.start()
             try:
                 wait_for_records(output, 1, run, bench.timeout_s)
+                startup_s = run.elapsed
                 time.sleep(bench.trickle_settle_seconds)
                 first_cpu, first_batch = cpu_seconds(run.jvm_pid), len(run.batches)
                 began = time.monotonic()
@@ -92,4 +93,6 @@ def run_trickle(settings: Settings, topics: Topics, bench: BenchSettings) -> dic
         "seconds": round(seconds, 1),
         "cores": round(cpu / seconds, 3),
         "interval_ms": bench.trickle_interval_ms,
+        # launch to the first output, with the trickle's JVM (the latency run's is Spark's)
+        "startup_s": round(startup_s, 1),
     }

@@ -101,6 +101,9 @@ def test_tiny_bench_writes_every_key_of_issue_14(bench_run):
     assert pipeline["scores"] > 0  # the app's scores reached the output, each matched
     assert 0 < pipeline["publish_to_output_p50_ms"] <= pipeline["publish_to_output_p99_ms"]
     assert pipeline["rss_mb"] > 300 and pipeline["cores"] > 0  # the engine's JVM was sampled
+    by_process = pipeline["cores_by_process"]
+    assert {"spark engine", "kafka", "redis", "redis source", "app"} <= set(by_process)
+    assert sum(by_process.values()) == pytest.approx(pipeline["cores"], abs=0.01)
     assert results["driver_peak_rss_mb"] > 100  # a Spark driver JVM, found and sampled
 
 
