@@ -59,6 +59,22 @@ def bootstrap_servers(settings: Settings) -> str:
     return ",".join(f"{host}:{port}" for port in broker_ports(settings))
 
 
+# A cluster's jobs give up on a broker after this long (STEDI_KAFKA_TIMEOUT_MS), unless
+# set otherwise: Kafka's admin client asks a dead partition leader for the latest offsets
+# until its own timeout (a minute) and only then looks for the new leader, so the default
+# held the join's micro-batches that long after a broker died.
+CLUSTER_JOB_TIMEOUT_MS = "10000"
+
+
+def job_env(settings: Settings, environ) -> dict[str, str]:
+    """What the stack gives the Spark jobs about Kafka: every broker, and on a cluster a
+    bound on each wait for one (kept when the environment sets it)."""
+    env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers(settings)}
+    if settings.kafka_brokers > 1 and not environ.get("STEDI_KAFKA_TIMEOUT_MS"):
+        env["STEDI_KAFKA_TIMEOUT_MS"] = CLUSTER_JOB_TIMEOUT_MS
+    return env
+
+
 def replication(brokers: int) -> tuple[int, int]:
     """(replication factor, min.insync.replicas) for a cluster of `brokers` nodes."""
     return min(3, brokers), 2 if brokers >= 3 else 1

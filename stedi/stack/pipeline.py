@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from stedi.config import Settings
-from stedi.stack import engine, services, spark_cluster
+from stedi.stack import engine, kafka_server, services, spark_cluster
 from stedi.stack.process import TAG, children, tagged_processes
 
 # The engine starts its queries once this file exists: after the stack is up.
@@ -167,7 +167,7 @@ def run(settings: Settings) -> int:
         started = services.start_spark_cluster(settings)
         spark_env = {
             "STEDI_SPARK_METRICS_PORT": str(settings.spark_metrics_port),
-            **kafka_env,
+            **kafka_server.job_env(settings, os.environ),
             **spark_cluster.stack_env(settings),
         }
         jobs["spark"] = start_job("spark", PROCESSES["spark"], spark_env)

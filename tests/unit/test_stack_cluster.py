@@ -104,3 +104,13 @@ def test_the_engine_runs_on_the_local_master_and_the_daemons_bind_to_loopback(
     assert worker[worker.index("--webui-port") + 1] == "17082"
     assert worker[-1] == "spark://127.0.0.1:17077"
     assert worker[worker.index("--cores") + 1] == "1"
+
+
+def test_a_clusters_jobs_bound_their_waits_on_a_broker_unless_told_otherwise(monkeypatch):
+    one = settings(monkeypatch, STEDI_KAFKA_BROKERS="1", KAFKA_BOOTSTRAP_SERVERS="h:9092")
+    assert kafka_server.job_env(one, {}) == {"KAFKA_BOOTSTRAP_SERVERS": "h:9092"}
+    three = settings(monkeypatch, STEDI_KAFKA_BROKERS="3")
+    assert kafka_server.job_env(three, {})["STEDI_KAFKA_TIMEOUT_MS"] == "10000"
+    chosen = kafka_server.job_env(three, {"STEDI_KAFKA_TIMEOUT_MS": "30000"})
+    assert "STEDI_KAFKA_TIMEOUT_MS" not in chosen  # the environment's own reaches the engine
+    assert chosen["KAFKA_BOOTSTRAP_SERVERS"] == "h:9092,h:9094,h:9096"
