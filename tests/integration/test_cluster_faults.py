@@ -255,6 +255,7 @@ def test_a_broker_and_a_spark_worker_killed_lose_no_assessment_and_the_graph_sho
         broker_fault = time.time()
         os.kill(pid, signal.SIGKILL)
         broker_heal = heal_time(events, risk, broker_fault, run)
+        assert stedi_events_leader(servers, cluster.events_topic) not in (leader, -1, None)
 
         # 2: a Spark worker, and with it its executor.
         worker = run.service("spark-worker-1")
@@ -263,6 +264,8 @@ def test_a_broker_and_a_spark_worker_killed_lose_no_assessment_and_the_graph_sho
         worker_fault = time.time()
         os.kill(pid, signal.SIGKILL)
         worker_heal = heal_time(events, risk, worker_fault, run)
+        engine_log = run.stack_dir / "logs" / "spark.log"
+        run.wait_for("executor lost", lambda: "Lost executor" in engine_log.read_text(), 60)
 
         switch_simulation(run, False)
         time.sleep(2)  # a score being stored as the switch went off is published meanwhile
