@@ -51,6 +51,20 @@ class Settings:
     kafka_controller_port: int = field(
         default_factory=lambda: env_int("STEDI_KAFKA_CONTROLLER_PORT", 9093)
     )
+    # How many KRaft nodes (each a broker and a controller) `make up` starts on loopback; node
+    # i listens on the bootstrap port + 2i and the controller port + 2i (docs/scaling.md).
+    kafka_brokers: int = field(
+        default_factory=lambda: env_int("STEDI_KAFKA_BROKERS", 1, positive=True)
+    )
+    # Workers of a local Spark standalone cluster for make run's engine; 0: local[*].
+    spark_workers: int = field(default_factory=lambda: env_int("STEDI_SPARK_WORKERS", 0))
+    # That cluster's master: its port, and its web UI's (worker i's UI is this + i).
+    spark_master_port: int = field(
+        default_factory=lambda: env_int("STEDI_SPARK_MASTER_PORT", 7077, positive=True)
+    )
+    spark_webui_port: int = field(
+        default_factory=lambda: env_int("STEDI_SPARK_WEBUI_PORT", 8080, positive=True)
+    )
     redis_host: str = field(default_factory=lambda: _env("REDIS_HOST", "localhost"))
     redis_port: int = field(default_factory=lambda: env_int("REDIS_PORT", 6379))
     redis_password: str | None = field(

@@ -25,6 +25,7 @@ GRAPH_ROUND = 30  # the graph resets after this many points (one round of simula
 OUTBOX_LIMIT = 100_000
 BOOTSTRAP_TIMEOUT_MS = 5000  # say "Kafka unavailable" on the page within seconds, not 30
 RECONNECT_SECONDS = 5
+PUBLISH_RETRY_SECONDS = 5  # after a failed send, the outbox waits this long for Kafka
 POLL_MS = 500  # how soon a reader sees that it is asked to stop
 # How long the broker holds an idle reader's fetch: the fetch answers as soon as a record
 # arrives, so this delays nothing; it only sets how often an idle reader asks again
@@ -133,11 +134,30 @@ class RiskPublisher:
                 self.failed_sends += 1
                 waiting = len(self.outbox)
                 self.error = f"Kafka unavailable ({type(exc).__name__}); {waiting} scores waiting"
-                log.warning("%s: retrying in 5 s", self.error)
-                if self.producer is not None:
-                    await asyncio.to_thread(self.producer.close, 1)
-                    self.producer = None
-                await asyncio.sleep(5)
+                log.warning("%s: retrying in %d s", self.error, PUBLISH_RETRY_SECONDS)
+                await asyncio.to_thread(self._drop_producer)
+                await asyncio.sleep(PUBLISH_RETRY_SECONDS)
+
+    def _drop_producer(self) -> None:
+        """Closes the failed producer without raising; the outbox's head is sent again by
+        the next one. kafka-python's close raises when its flush does not finish in time (a
+        broker that died with a batch in flight): the sender is then force-closed, since an
+        exception here would end `run`, and no score would be published after it."""
+        producer, self.producer = self.producer, None
+        if producer is None:
+            return
+        try:
+            producer.close(timeout=1)
+            return
+        except KafkaError as exc:
+            log.warning("Kafka producer did not flush within 1 s (%s): force-closing it", exc)
+        sender = producer._sender  # kafka-python has no public forced close
+        sender.force_close()
+        sender.join(10)
+        try:
+            producer.close(timeout=0)
+        except KafkaError as exc:
+            log.warning("Kafka producer not closed cleanly: %s", exc)
 
     def close(self) -> None:
         """Sends what still waits in the outbox (when Kafka answers), then closes."""

@@ -136,6 +136,15 @@ def route_jvm_console(spark: SparkSession, log_path: Path) -> bool:
     return True
 
 
+def ship_scripts(spark: SparkSession) -> None:
+    """On a cluster, sends the scripts to the executors: a function of a module the engine
+    imported (the score job's state function) reaches them by module name, and their
+    Python workers must find that module. Local executors share the driver's folder."""
+    if not spark.sparkContext.master.startswith("local"):
+        for job in JOBS:
+            spark.sparkContext.addPyFile(str(ROOT / job.script))
+
+
 def apply_engine_defaults(environ) -> None:
     for variable, value in ENGINE_DEFAULTS.items():
         environ[variable] = environ.get(variable) or value
@@ -276,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = Path(os.environ.get("STEDI_LOG_DIR", ROOT / "build" / "stack" / "logs"))
     log_dir.mkdir(parents=True, exist_ok=True)
     spark = build_base_session()
+    ship_scripts(spark)
     ui = spark.sparkContext.uiWebUrl
     print(f"[engine] Spark {spark.version} up, UI {ui}", flush=True)
     while args.start_when and not args.start_when.exists():

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from stedi.config import Settings
-from stedi.stack import engine, services
+from stedi.stack import engine, kafka_server, services, spark_cluster
 from stedi.stack.process import TAG, children, tagged_processes
 
 # The engine starts its queries once this file exists: after the stack is up.
@@ -160,13 +160,21 @@ def run(settings: Settings) -> int:
         STACK_READY.unlink(missing_ok=True)
         for request in STOP_REQUESTS.glob("*"):  # an earlier run's: this run has all four
             request.unlink()
-        metrics_env = {"STEDI_SPARK_METRICS_PORT": str(settings.spark_metrics_port)}
-        jobs["spark"] = start_job("spark", PROCESSES["spark"], metrics_env)
+        # Every broker, so that a process started while one is down finds the others.
+        kafka_env = {"KAFKA_BOOTSTRAP_SERVERS": services.bootstrap_servers(settings)}
+        # A Spark cluster's master must answer before the engine's SparkContext registers.
+        started = services.start_spark_cluster(settings)
+        spark_env = {
+            "STEDI_SPARK_METRICS_PORT": str(settings.spark_metrics_port),
+            **kafka_server.job_env(settings, os.environ),
+            **spark_cluster.stack_env(settings),
+        }
+        jobs["spark"] = start_job("spark", PROCESSES["spark"], spark_env)
         announce("spark", jobs["spark"], PROCESSES["spark"])
-        started = services.up(settings)  # only what is not running yet
+        started += services.up(settings)  # only what is not running yet
         STACK_READY.parent.mkdir(parents=True, exist_ok=True)
         STACK_READY.touch()  # the topics exist: the engine starts its queries
-        jobs["app"] = start_job("app", PROCESSES["app"])
+        jobs["app"] = start_job("app", PROCESSES["app"], kafka_env)
         announce("app", jobs["app"], PROCESSES["app"])
         print(
             f">> running: STEDI app on http://localhost:{settings.app_port}, Spark UI on "

@@ -202,14 +202,11 @@ class Service:
         Stops the recorded process and any other process tagged as this service
         (e.g. one whose launcher died before recording it).
         """
-        pids = sorted({p for p in (self._recorded(), *self.tagged()) if p is not None})
-        if not pids:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        for pid in stop_pids(pids, timeout):
-            print(f"   {self.name} (pid {pid}) did not stop in {timeout:.0f} s: killed it")
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        return bool(stop_together([self], timeout))
+
+    def pids(self) -> list[int]:
+        """The recorded process and any other process tagged as this service."""
+        return sorted({p for p in (self._recorded(), *self.tagged()) if p is not None})
 
     def wait_until(self, ready: Callable[[], bool], what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -226,6 +223,20 @@ class Service:
             f"{self.name} did not {what} within {timeout:.0f} s. "
             f"Last lines of {self.log}:\n{tail(self.log)}"
         )
+
+
+def stop_together(services: list[Service], timeout: float = 60) -> list[Service]:
+    """Stops the services at once (SIGTERM to all, SIGKILL to what is left after `timeout`);
+    returns those that were running. A Kafka cluster's nodes stop cleanly only together:
+    the last node alone waits for a quorum that has gone."""
+    pids = {service.name: service.pids() for service in services}
+    every = [pid for found in pids.values() for pid in found]
+    killed = set(stop_pids(every, timeout)) if every else set()
+    for service in services:
+        for pid in killed & set(pids[service.name]):
+            print(f"   {service.name} (pid {pid}) did not stop in {timeout:.0f} s: killed it")
+        service.pid_file.unlink(missing_ok=True)
+    return [service for service in services if pids[service.name]]
 
 
 # --- ports ------------------------------------------------------------------------------

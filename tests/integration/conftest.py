@@ -47,9 +47,13 @@ def start_app(tmp_path):
 
 # The unit tier's own summary line, from its run in the bare checkout.
 UNIT_SUMMARY = pytest.StashKey[str]()
+# The cluster fault test's heal times (tests/integration/test_cluster_faults.py).
+HEAL_TIMES = pytest.StashKey[list]()
 
 
 def pytest_terminal_summary(terminalreporter, config):
+    for line in config.stash.get(HEAL_TIMES, []):
+        terminalreporter.write_line(f"cluster faults: {line}")
     if UNIT_SUMMARY in config.stash:
         terminalreporter.write_line(
             f"unit tier (make unit in a bare checkout): {config.stash[UNIT_SUMMARY]}"

@@ -226,6 +226,49 @@ def test_compose_starts_the_same_services_as_before_the_spark_image(project):
     ]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def cluster_project() -> dict:
+    """The project as `docker compose --profile cluster` loads it."""
+    result = subprocess.run(
+        [str(COMPOSECHECK), str(COMPOSE)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COMPOSE_PROFILES": "cluster"},
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_cluster_profile_adds_two_brokers_their_replication_and_a_second_worker(
+    project, cluster_project
+):
+    services = cluster_project["services"]
+    added = sorted(set(services) - set(project["services"]))
+    assert added == ["kafka-2", "kafka-3", "kafka-init-cluster", "spark-worker-2"]
+    # The same images as the default stack's, whose tags are checked above.
+    for name, like in (("kafka-2", "kafka"), ("kafka-3", "kafka"), ("kafka-init-cluster", "kafka")):
+        assert services[name]["image"] == services[like]["image"], name
+    assert services["spark-worker-2"]["build"] == services["spark-worker"]["build"]
+    assert services["spark-worker-2"]["command"] == services["spark-worker"]["command"]
+    brokers = [services[name]["environment"] for name in ("kafka", "kafka-2", "kafka-3")]
+    assert [b["KAFKA_NODE_ID"] for b in brokers] == ["1", "2", "3"]
+    assert len({b["CLUSTER_ID"] for b in brokers}) == 1  # one cluster
+    assert {b["KAFKA_CONTROLLER_QUORUM_VOTERS"] for b in brokers} == {"1@kafka:9093"}
+    for name, port in (("kafka-2", 9094), ("kafka-3", 9096)):
+        environment = services[name]["environment"]
+        assert environment["KAFKA_PROCESS_ROLES"] == "broker"
+        assert f"HOST://localhost:{port}" in environment["KAFKA_ADVERTISED_LISTENERS"]
+        assert f"CONTAINER://{name}:19092" in environment["KAFKA_ADVERTISED_LISTENERS"]
+        ports = [(p["host_ip"], p["published"], p["target"]) for p in services[name]["ports"]]
+        assert ports == [("127.0.0.1", str(port), port)]
+        assert services[name]["healthcheck"]["test"][0] == "CMD"
+    init = " ".join(services["kafka-init-cluster"]["command"])
+    for topic in stack_topics(Settings()):
+        assert topic in init.split("topics=", 1)[1].split("\n", 1)[0], topic
+    assert "[1,2,3]" in init and "--add-config min.insync.replicas=2" in init
+    assert set(services["kafka-init-cluster"]["depends_on"]) == {"kafka-init", "kafka-2", "kafka-3"}
+
+
 def test_the_image_line_test_installs_the_spark_and_pins_of_the_spark_containers(project):
     """tests/integration/test_image_spark.py runs the jobs on what these files name."""
     version = spark_image(project, "spark-master").split(":")[1].split("-")[0]

@@ -80,7 +80,7 @@ def test_a_set_is_published_with_its_expiry(redis_client, redis_server_topic, un
 
 
 def test_writes_made_while_the_source_is_down_are_published_once_after_restart(
-    redis_client, redis_server_topic, unique
+    stack, redis_client, redis_server_topic, unique
 ):
     before, during = f"before-{unique}".encode(), f"during-{unique}".encode()
     redis_client.zadd(before, {"1": 0})
@@ -89,7 +89,7 @@ def test_writes_made_while_the_source_is_down_are_published_once_after_restart(
     assert services.REDIS_SOURCE.stop(), "the Redis source was not running"
     for i in range(50):
         redis_client.zadd(during, {str(i): i})
-    services.start_redis_source()
+    services.start_redis_source(stack)
 
     records = redis_server_topic.read(lambda rs: len(records_for(rs, during)) >= 50)
     records += redis_server_topic.read_quietly(5)

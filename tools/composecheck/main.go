@@ -3,7 +3,7 @@
 // JSON schema and its own semantic rules, offline, with no Docker engine, and
 // prints the normalised project as JSON for the project's own assertions.
 //
-// Usage: composecheck docker-compose.yaml > project.json
+// Usage: [COMPOSE_PROFILES=cluster] composecheck docker-compose.yaml > project.json
 package main
 
 import (
@@ -23,6 +23,8 @@ func main() {
 		[]string{os.Args[1]},
 		cli.WithName("stedi"),
 		cli.WithOsEnv,
+		// COMPOSE_PROFILES selects profiles, as `docker compose --profile` does.
+		cli.WithDefaultProfiles(),
 	)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "invalid options:", err)
