@@ -22,8 +22,7 @@ def submitted_env(tmp_path: Path, args: list[str], **env: str) -> dict[str, str]
     (jars / "connector.jar").write_bytes(b"")
     fake = tmp_path / "spark-submit"
     fake.write_text(
-        "#!/usr/bin/env bash\n"
-        f"for v in {' '.join(TRICKLE)}; do echo \"$v=${{!v:-}}\"; done\n"
+        f'#!/usr/bin/env bash\nfor v in {" ".join(TRICKLE)}; do echo "$v=${{!v:-}}"; done\n'
     )
     fake.chmod(0o755)
     keep = {
