@@ -315,7 +315,7 @@ def start_query(spark: SparkSession, available_now: bool = False) -> StreamingQu
         print(f"STEDI_STATE_STORE must be one of {', '.join(STATE_STORES)}", file=sys.stderr)
         sys.exit(2)
     # Fixed in the checkpoint at its first start: one state store instance per partition.
-    spark.conf.set("spark.sql.shuffle.partitions", env("STEDI_SHUFFLE_PARTITIONS") or "1")
+    spark.conf.set("spark.sql.shuffle.partitions", env("STEDI_SHUFFLE_PARTITIONS") or "2")
     spark.conf.set("spark.sql.streaming.stateStore.providerClass", STATE_STORES[store])
     spark.conf.set("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
     for key, value in QUERY_CONF.items():
