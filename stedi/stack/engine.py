@@ -72,10 +72,6 @@ JOBS = (
     Job("join", "sparkpykafkajoin.py", "submit-join.sh", "customer-risk-join"),
     Job("score", "sparkpyriskscore.py", "submit-score.sh", "risk-score"),
 )
-# One state store instance per stateful operator, and one Python worker for the risk
-# score's state function, unless the environment says otherwise: a trickle needs no
-# parallelism. (A query restarted from a checkpoint keeps the number it started with.)
-ENGINE_DEFAULTS = {"STEDI_SHUFFLE_PARTITIONS": "1"}
 # A failed query restarts after 1 s, doubling up to 15 s while it fails before its first
 # batch; bin/submit restarts a failed driver run alone the same way.
 RESTART_DELAYS_S = (1.0, 15.0)
@@ -143,11 +139,6 @@ def ship_scripts(spark: SparkSession) -> None:
     if not spark.sparkContext.master.startswith("local"):
         for job in JOBS:
             spark.sparkContext.addPyFile(str(ROOT / job.script))
-
-
-def apply_engine_defaults(environ) -> None:
-    for variable, value in ENGINE_DEFAULTS.items():
-        environ[variable] = environ.get(variable) or value
 
 
 def supervise(start, stopped: threading.Event, available_now: bool) -> None:
@@ -281,7 +272,6 @@ def main(argv: list[str] | None = None) -> int:
         "--available-now", action="store_true", help="each job processes what is there, then exit"
     )
     args = parser.parse_args(argv)
-    apply_engine_defaults(os.environ)
     log_dir = Path(os.environ.get("STEDI_LOG_DIR", ROOT / "build" / "stack" / "logs"))
     log_dir.mkdir(parents=True, exist_ok=True)
     spark = build_base_session()

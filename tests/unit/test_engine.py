@@ -68,15 +68,6 @@ def test_every_trigger_reports_before_the_status_panel_calls_its_job_late():
         assert longest_gap + pipeline_status.AMBER_BATCH_S <= pipeline_status.AMBER_AGE_S, job
 
 
-def test_the_engine_runs_one_partition_unless_the_environment_says_otherwise():
-    environ = {"STEDI_SHUFFLE_PARTITIONS": ""}
-    engine.apply_engine_defaults(environ)
-    assert environ == {"STEDI_SHUFFLE_PARTITIONS": "1"}
-    environ = {"STEDI_SHUFFLE_PARTITIONS": "3"}
-    engine.apply_engine_defaults(environ)
-    assert environ == {"STEDI_SHUFFLE_PARTITIONS": "3"}
-
-
 class FailingQuery:
     """A query that fails in `awaitTermination`, after a batch or before its first."""
 

@@ -1,4 +1,4 @@
-"""bin/submit gives a driver that streams at a trickle the JVM of conf/trickle-jvm.env."""
+"""bin/submit gives a driver that streams at a trickle the settings of conf/trickle.env."""
 
 import os
 import subprocess
@@ -10,13 +10,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 TRICKLE = dict(
     line.split("=", 1)
-    for line in (ROOT / "conf" / "trickle-jvm.env").read_text().splitlines()
+    for line in (ROOT / "conf" / "trickle.env").read_text().splitlines()
     if line and not line.startswith("#")
 )
 
 
 def submitted_env(tmp_path: Path, args: list[str], **env: str) -> dict[str, str]:
-    """The JVM variables a stand-in spark-submit sees when bin/submit runs `args`."""
+    """The trickle's variables a stand-in spark-submit sees when bin/submit runs `args`."""
     jars = tmp_path / "jars"
     jars.mkdir()
     (jars / "connector.jar").write_bytes(b"")
@@ -63,10 +63,10 @@ def test_a_stream_with_its_own_trigger_and_the_engine_get_the_trickle_jvm(tmp_pa
         (["sparkpyrediskafkastreamtoconsole.py"], {"STEDI_TRIGGER_INTERVAL": "0 seconds"}),
     ],
 )
-def test_a_backlog_or_a_trigger_set_by_hand_keeps_sparks_default_jvm(tmp_path, args, env):
+def test_a_backlog_or_a_trigger_set_by_hand_keeps_the_defaults(tmp_path, args, env):
     assert submitted_env(tmp_path, args, **env) == dict.fromkeys(TRICKLE, "")
 
 
-def test_a_jvm_setting_in_the_environment_wins_over_the_file(tmp_path):
+def test_a_setting_in_the_environment_wins_over_the_file(tmp_path):
     seen = submitted_env(tmp_path, ["sparkpyriskscore.py"], SPARK_DRIVER_MEMORY="2g")
     assert seen == {**TRICKLE, "SPARK_DRIVER_MEMORY": "2g"}
