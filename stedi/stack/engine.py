@@ -75,6 +75,8 @@ JOBS = (
 # A failed query restarts after 1 s, doubling up to 15 s while it fails before its first
 # batch; bin/submit restarts a failed driver run alone the same way.
 RESTART_DELAYS_S = (1.0, 15.0)
+# The engine's scheduler pools, one per job; the join's goes first.
+FAIR_SCHEDULER = Path(__file__).with_name("fairscheduler.xml")
 # Spark's PrometheusServlet, which conf/spark-defaults.conf turns on for every driver,
 # answers here on the UI's port (with the slash; it redirects there otherwise).
 PROMETHEUS_PATH = "/metrics/prometheus/"
@@ -185,6 +187,8 @@ class Engine:
             self.stderr.route(log)
             try:
                 route_jvm_console(self.spark, log_path)
+                # Inherited by the query's thread, which submits the job's tasks.
+                self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", job.name)
                 session = self.spark.newSession()
                 self.sessions.append(session)
                 self.job_sessions[job.name] = session
@@ -259,7 +263,13 @@ class Engine:
 def build_base_session() -> SparkSession:
     from pyspark.sql import SparkSession
 
-    return SparkSession.builder.appName(APP_NAME).getOrCreate()
+    # A pool per job, the join's first (fairscheduler.xml): the four queries share the cores.
+    return (
+        SparkSession.builder.appName(APP_NAME)
+        .config("spark.scheduler.mode", "FAIR")
+        .config("spark.scheduler.allocation.file", str(FAIR_SCHEDULER))
+        .getOrCreate()
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import types
+from xml.etree import ElementTree
 
 import pytest
 from pyspark.errors import StreamingQueryException
@@ -190,6 +191,10 @@ class FakeSession:
     def __init__(self):
         self.conf = types.SimpleNamespace(set=lambda key, value: None)
         self.streams, self.query = self, None
+        self.pools: list[str] = []  # the scheduler pools the job threads chose
+        self.sparkContext = types.SimpleNamespace(
+            setLocalProperty=lambda key, value: self.pools.append(value)
+        )
 
     def newSession(self):
         return FakeSession()
@@ -271,3 +276,14 @@ def test_stop_job_refuses_an_unknown_job_and_a_missing_make_run(monkeypatch, tmp
     with pytest.raises(StackError, match="make run is not running"):
         pipeline.stop_engine_job("join")
     assert not (tmp_path / "stop-job" / "join").exists()
+
+
+def test_the_join_goes_first_among_the_engines_scheduler_pools():
+    pools = {p.get("name"): p for p in ElementTree.parse(engine.FAIR_SCHEDULER).iter("pool")}
+    assert set(pools) <= {job.name for job in engine.JOBS}  # a pool is named after its job
+    join = pools["join"]
+    assert int(join.findtext("weight")) > 1 and int(join.findtext("minShare")) >= 1
+
+
+def test_each_job_submits_its_tasks_in_its_own_pool(fake_engine):
+    assert sorted(fake_engine.spark.pools) == sorted(job.name for job in engine.JOBS)
