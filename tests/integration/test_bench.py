@@ -199,7 +199,7 @@ def test_the_trickle_divides_the_join_drivers_cpu_by_its_batches(bench_run):
     per_batch = trickle["cores"] * trickle["seconds"] / trickle["batches"]
     assert trickle["cpu_s_per_batch"] == pytest.approx(per_batch, rel=0.05, abs=0.002)
     assert results["join"]["trickle_cpu_s_per_batch"] == trickle["cpu_s_per_batch"]
-    assert f"| {trickle['cpu_s_per_batch']:,.3f} |" in table
+    assert f"**{trickle['cpu_s_per_batch']:,.3f}**" in table
 
 
 @pytest.mark.timeout(1800)
