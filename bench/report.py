@@ -23,13 +23,18 @@ def _n(value, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def small_table(title: str, rows: list[list[str]]) -> list[str]:
+    """A two-column Markdown table headed by `title`, and a blank line."""
+    rows = [[title, ""], ["---", "---"], *rows]
+    return [*("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
 def risk_score_rows(score: dict | None) -> list[str]:
     """The risk-score job's own small table and a blank line; none when it did not run."""
     if score is None:
         return []
+    title = "the risk-score job (sparkpyriskscore.py)"
     rows = [
-        ["the risk-score job (sparkpyriskscore.py)", ""],
-        ["---", "---"],
         [
             "throughput, rapid step tests/s (start-up excluded)",
             f"**{_n(score['throughput_tps'])}**",
@@ -47,16 +52,15 @@ def risk_score_rows(score: dict | None) -> list[str]:
         ["driver peak RSS, MiB", _n(score["driver_peak_rss_mb"])],
         ["state rows at the end of the backlog", _n(score["state_rows"])],
     ]
-    return [*("| " + " | ".join(row) + " |" for row in rows), ""]
+    return small_table(title, rows)
 
 
 def pipeline_rows(pipe: dict | None) -> list[str]:
     """`make run`'s own small table and a blank line; none when it did not run."""
     if pipe is None:
         return []
+    title = f"`make run`, simulator x{pipe['sim_speed']:g}"
     rows = [
-        [f"`make run`, simulator x{pipe['sim_speed']:g}", ""],
-        ["---", "---"],
         ["launch to the first record on the output topic, s", _n(pipe["first_output_s"], 1)],
         [
             f"cores, everything it runs, over {_n(pipe['seconds'])} s of steady state",
@@ -81,16 +85,15 @@ def pipeline_rows(pipe: dict | None) -> list[str]:
             ),
         ],
     ]
-    return [*("| " + " | ".join(row) + " |" for row in rows), ""]
+    return small_table(title, rows)
 
 
 def wrappers_rows(idle: dict | None) -> list[str]:
     """The idle wrappers' small table and a blank line; none when they did not run."""
     if idle is None:
         return []
+    title = "the three card wrappers side by side, idle"
     rows = [
-        ["the three card wrappers side by side, idle", ""],
-        ["---", "---"],
         [
             f"cores, {idle['processes']} processes, over {_n(idle['seconds'])} s",
             f"**{_n(idle['cores'], 3)}**",
@@ -100,7 +103,7 @@ def wrappers_rows(idle: dict | None) -> list[str]:
             f"**{_n(idle['rss_mb'])}** / {_n(idle['rss_max_mb'])}",
         ],
     ]
-    return [*("| " + " | ".join(row) + " |" for row in rows), ""]
+    return small_table(title, rows)
 
 
 def app_rows(app: dict | None) -> list[str]:
@@ -112,13 +115,11 @@ def app_rows(app: dict | None) -> list[str]:
         q = app[kind]
         return f"{_n(q['p50_ms'])} / **{_n(q['p99_ms'])}** / {_n(q['max_ms'])}"
 
+    title = (
+        f"the app: {_n(app['users'])} users, {_n(app['tests'])} tests, "
+        f"{app['processes']} processes, one Redis"
+    )
     rows = [
-        [
-            f"the app: {_n(app['users'])} users, {_n(app['tests'])} tests, "
-            f"{app['processes']} processes, one Redis",
-            "",
-        ],
-        ["---", "---"],
         ["launch to /health up, s (each process)", " / ".join(_n(s, 2) for s in app["start_s"])],
         [
             "index pass over the older data, s; /health's slowest answer meanwhile, ms",
@@ -156,7 +157,7 @@ def app_rows(app: dict | None) -> list[str]:
                 f"{_n(app['point_max_ms'])}",
             ],
         ]
-    return [*("| " + " | ".join(row) + " |" for row in rows), ""]
+    return small_table(title, rows)
 
 
 def table(results: dict) -> str:
