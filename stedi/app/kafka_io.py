@@ -20,6 +20,8 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
+from stedi.kafka_producer import close_within
+
 log = logging.getLogger("stedi.app.kafka")
 GRAPH_ROUND = 30  # the graph resets after this many points (one round of simulated customers)
 OUTBOX_LIMIT = 100_000
@@ -139,25 +141,11 @@ class RiskPublisher:
                 await asyncio.sleep(PUBLISH_RETRY_SECONDS)
 
     def _drop_producer(self) -> None:
-        """Closes the failed producer without raising; the outbox's head is sent again by
-        the next one. kafka-python's close raises when its flush does not finish in time (a
-        broker that died with a batch in flight): the sender is then force-closed, since an
-        exception here would end `run`, and no score would be published after it."""
+        """Closes the failed producer without raising (an exception here would end `run`,
+        and no score would be published after it); the next one sends the outbox's head."""
         producer, self.producer = self.producer, None
-        if producer is None:
-            return
-        try:
-            producer.close(timeout=1)
-            return
-        except KafkaError as exc:
-            log.warning("Kafka producer did not flush within 1 s (%s): force-closing it", exc)
-        sender = producer._sender  # kafka-python has no public forced close
-        sender.force_close()
-        sender.join(10)
-        try:
-            producer.close(timeout=0)
-        except KafkaError as exc:
-            log.warning("Kafka producer not closed cleanly: %s", exc)
+        if producer is not None:
+            close_within(producer, 1, log)
 
     def close(self) -> None:
         """Sends what still waits in the outbox (when Kafka answers), then closes."""

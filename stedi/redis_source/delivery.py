@@ -22,6 +22,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError
 
 from stedi.config import Settings
+from stedi.kafka_producer import close_within
 from stedi.redis_source.records import too_large_record
 
 log = logging.getLogger("stedi.redis_source")
@@ -192,21 +193,6 @@ class Delivery:
         self.too_large = []
 
     def close(self) -> None:
-        """Close the producer, bounded so an unreachable Kafka cannot hang a stop or a retry.
-
-        close() raises, and leaves the sender thread running, when its flush does not
-        finish in time; the sender is then force-closed (it fails what is left, which
-        the source resends from its last confirmed position anyway).
-        """
-        try:
-            self.producer.close(timeout=5)
-            return
-        except KafkaError as exc:
-            log.warning("Kafka producer did not flush within 5 s (%s): force-closing it", exc)
-        sender = self.producer._sender  # kafka-python has no public forced close
-        sender.force_close()
-        sender.join(10)
-        try:
-            self.producer.close(timeout=0)
-        except KafkaError as exc:
-            log.warning("Kafka producer not closed cleanly: %s", exc)
+        """Close the producer, bounded so an unreachable Kafka cannot hang a stop or a retry
+        (what a forced close fails, the source resends from its last confirmed position)."""
+        close_within(self.producer, 5, log)
